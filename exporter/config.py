@@ -1,0 +1,99 @@
+"""Value classes for a run's configuration: Settings, Rate, RetryPolicy, Timeouts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+# Cloudflare allows 1200 requests per 300 s per token; a sixth is left to the token's other
+# users and to clock skew between our window and the server's.
+DEFAULT_RATE = "1000/300s"
+# The budget, not the pool, is the limit in real runs (about 3.3 API requests/s); 16 slots keep
+# downloads from S3 (a few hundred ms each) from ever starving it, and stay gentle on the host.
+DEFAULT_CONCURRENCY = 16
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `requests` API requests start in any window of `seconds` seconds."""
+
+    requests: int
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        m = _RATE_RE.match(text)
+        if not m:
+            raise ValueError(f"--rate must look like 1000/300s (N requests per W seconds), got {text!r}")
+        requests, seconds = int(m.group(1)), float(m.group(2))
+        if requests < 1 or seconds <= 0:
+            raise ValueError(f"--rate needs N >= 1 and W > 0, got {text!r}")
+        return cls(requests, seconds)
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a unit of work is retried.
+
+    `max_attempts` counts failed attempts of every transient kind except 429s (which pause the
+    whole run instead, and never fail a pair) and expired links (which just need a fresh URL,
+    bounded by `max_link_refreshes`).
+    """
+
+    max_attempts: int = 10
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+    # A 429 without Retry-After: Cloudflare documents a five-minute block for the token.
+    default_rate_limit_pause: float = 300.0
+    max_link_refreshes: int = 10
+    # Refuse to hold a pair back for longer than this on one Retry-After (other than 429).
+    max_retry_after: float = 600.0
+
+    @classmethod
+    def immediate(cls, max_attempts: int = 5) -> RetryPolicy:
+        """No waiting at all: for tests, whose server tells the truth about time."""
+        return cls(max_attempts=max_attempts, initial_backoff=0.0, max_backoff=0.0,
+                   default_rate_limit_pause=0.0, max_retry_after=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Bounded waits, so that a stalled server costs a retry, never a hung run."""
+
+    connect: float = 10.0
+    # The whole API request: its answers are small.
+    api: float = 60.0
+    # Longest silence while reading a download body; the download as a whole has no limit,
+    # since a large CSV on a slow link may legitimately take long.
+    read: float = 60.0
+
+
+KINDS = ("chat", "transcript", "summary")
+TRANSCRIPT_FORMATS = ("csv", "json", "srt", "vtt")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one export run needs, resolved from arguments and environment."""
+
+    token: str = field(repr=False)
+    account_id: str
+    out_dir: Path
+    manifest_path: Path
+    sessions: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate: Rate = field(default_factory=lambda: Rate.parse(DEFAULT_RATE))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    kinds: tuple[str, ...] = ("chat",)
+    transcript_format: str = "csv"
+    dry_run: bool = False
+    max_duration: float | None = None

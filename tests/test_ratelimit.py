@@ -1,0 +1,124 @@
+"""The pacer: no window ever holds more than the budget, and a pause holds everyone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.config import Rate
+from exporter.ratelimit import Pacer
+from tests.fakes import FakeClock
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most starts found in any half-open window [t, t + window)."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=8),
+    w=st.floats(min_value=0.5, max_value=30),
+    events=st.lists(st.tuples(st.floats(min_value=0, max_value=5),
+                              st.one_of(st.none(), st.floats(min_value=0, max_value=60))),
+                    max_size=60),
+)
+def test_no_window_holds_more_than_the_budget(n: int, w: float,
+                                              events: list[tuple[float, float | None]]) -> None:
+    """Whatever the arrivals and pauses, at most N starts fall in any window of W seconds,
+    no start falls inside a pause, and no start waits longer than it must."""
+    clock = FakeClock()
+    pacer = Pacer(Rate(n, w), clock=clock, sleep=clock.sleep, margin=0.0)
+    starts: list[float] = []
+
+    async def drive() -> None:
+        pause_until = float("-inf")
+        for gap, pause in events:
+            clock.now += gap
+            if pause is not None:
+                pacer.pause(pause)
+                pause_until = max(pause_until, clock.now + pause)
+            arrived = clock.now
+            await pacer.acquire()
+            assert clock.now >= pause_until
+            earliest = max(arrived, pause_until,
+                           starts[-n] + w if len(starts) >= n else arrived)
+            assert abs(clock.now - earliest) < 1e-6, "waited longer than the budget requires"
+            starts.append(clock.now)
+
+    asyncio.run(drive())
+    if starts:
+        assert max_in_window(starts, w - 1e-9) <= n
+
+
+def test_concurrent_callers_share_the_budget_in_arrival_order() -> None:
+    """Fifty tasks at once get starts five per second, in the order they asked."""
+    clock = FakeClock()
+    pacer = Pacer(Rate(5, 1.0), clock=clock, sleep=clock.sleep, margin=0.0)
+    order: list[int] = []
+    starts: list[float] = []
+
+    async def one(i: int) -> None:
+        await pacer.acquire()
+        order.append(i)
+        starts.append(clock.now)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+                await anyio.lowlevel.checkpoint()
+
+    asyncio.run(main())
+    assert order == list(range(50))
+    assert max_in_window(starts, 1.0 - 1e-9) == 5
+    assert starts[-1] - starts[0] == 9.0  # 50 starts at 5/s need exactly nine more windows
+
+
+def test_a_pause_holds_every_waiter_for_its_whole_length() -> None:
+    """A 429's Retry-After of 300 s delays all later requests, then the burst resumes."""
+    clock = FakeClock()
+    pacer = Pacer(Rate(100, 10.0), clock=clock, sleep=clock.sleep, margin=0.0)
+    starts: list[float] = []
+
+    async def main() -> None:
+        await pacer.acquire()
+        t0 = clock.now
+        pacer.pause(300)
+        for _ in range(3):
+            await pacer.acquire()
+            starts.append(clock.now - t0)
+
+    asyncio.run(main())
+    assert starts == [300.0, 300.0, 300.0]
+    assert pacer.paused_seconds == 300.0
+
+
+def test_a_shorter_pause_does_not_shorten_a_longer_one() -> None:
+    """Pauses only ever extend: a later 429 with a small Retry-After keeps the long one."""
+    clock = FakeClock()
+    pacer = Pacer(Rate(10, 1.0), clock=clock, sleep=clock.sleep, margin=0.0)
+    pacer.pause(300)
+    pacer.pause(5)
+    assert pacer.delay() == 300.0
+
+
+def test_the_default_margin_widens_the_window_slightly() -> None:
+    """The pacer's own window is 1% wider than the budget's, so server-side skew is absorbed."""
+    clock = FakeClock()
+    pacer = Pacer(Rate(1, 10.0), clock=clock, sleep=clock.sleep)
+
+    async def main() -> None:
+        await pacer.acquire()
+        await pacer.acquire()
+
+    asyncio.run(main())
+    assert len(clock.slept) == 1 and abs(clock.slept[0] - 10.1) < 1e-9
