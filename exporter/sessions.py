@@ -1,0 +1,162 @@
+"""SESSIONS lines -> Pair | InvalidLine, lazily and in constant memory.
+
+Pure: reads only the binary stream it is given. De-duplication is the pipeline's (see keyset).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+# Longest physical line, terminator excluded. Real lines are under 250 bytes; a longer one is
+# garbage (a binary file, a minified dump) and is skipped without ever being held whole.
+MAX_LINE_BYTES = 8192
+MAX_APP_ID = 32
+# The longest archive name is `<session_id>.transcript.json` (+16), and downloads go to a
+# temporary name beside it (a few dozen more): 200 keeps both under the 255-byte file-name
+# limit of ext4, NTFS and SMB shares.
+MAX_SESSION_ID = 200
+
+_BAD_CHAR = re.compile(r"[^A-Za-z0-9_-]")
+_HEADER = re.compile(r"app_id\s*,\s*session_id", re.IGNORECASE)
+# Archives get copied to Windows shares, where neither `CON.csv` nor a folder `aux` can exist.
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)]
+)
+_BOM = b"\xef\xbb\xbf"
+_SKIP_CHUNK = 64 * 1024
+_SHOW = 80  # longest excerpt of a bad value quoted in a reason
+_KEEP = 64  # longest field kept on an InvalidLine for the manifest
+_TWO_FIELDS = "expected 2 fields (APP_ID SESSION_ID)"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    app_id: str
+    session_id: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidLine:
+    """A line that is not a pair; app_id and session_id hold what could be read of it."""
+
+    line: int
+    reason: str
+    app_id: str | None
+    session_id: str | None
+
+
+@contextmanager
+def open_sessions(path: str) -> Iterator[BinaryIO]:
+    """Open SESSIONS as bytes; `-` is standard input, which is left open on exit.
+
+    A missing or unreadable file raises open()'s OSError for the caller to report. A file
+    literally named `-` is reached as `./-`.
+    """
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as stream:
+        yield stream
+
+
+def read_pairs(stream: BinaryIO) -> Iterator[Pair | InvalidLine]:
+    """Yield a Pair or an InvalidLine for each meaningful line, numbered from 1."""
+    header_allowed = True
+    for number, (content, complete) in enumerate(_physical_lines(stream), start=1):
+        if number == 1 and content.startswith(_BOM):
+            content = content[len(_BOM) :]
+        # Tested on bytes so that a comment may hold anything (a Latin-1 note, a long rule).
+        if content.lstrip().startswith(b"#"):
+            continue
+        item: Pair | InvalidLine
+        if not complete:
+            item = InvalidLine(number, f"line longer than {MAX_LINE_BYTES} bytes", None, None)
+        elif (nul := content.find(b"\x00")) >= 0:
+            item = InvalidLine(number, f"NUL byte at byte {nul + 1}", None, None)
+        else:
+            try:
+                text = content.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                bad = content[exc.start : exc.start + 4]
+                reason = f"not valid UTF-8 ({exc.reason}) at byte {exc.start + 1}: {bad!r}"
+                item = InvalidLine(number, reason, None, None)
+            else:
+                if not text or text.startswith("#"):
+                    continue
+                if header_allowed and _HEADER.fullmatch(text):
+                    header_allowed = False
+                    continue
+                item = _parse(number, text)
+        header_allowed = False
+        yield item
+
+
+def _physical_lines(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """Yield (content, complete) per line, terminator dropped; an over-long line yields only
+    its first bytes with complete=False, and the rest of it is read and dropped in chunks."""
+    limit = MAX_LINE_BYTES + 2  # room for CRLF after a line of the maximum length
+    while raw := stream.readline(limit):
+        if raw.endswith(b"\n"):
+            content = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+            yield content, len(content) <= MAX_LINE_BYTES
+        elif len(raw) < limit:  # the last line, without a terminator
+            content = raw[:-1] if raw.endswith(b"\r") else raw
+            yield content, len(content) <= MAX_LINE_BYTES
+        else:
+            yield raw, False
+            while (rest := stream.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+
+
+def _parse(number: int, text: str) -> Pair | InvalidLine:
+    """Split a stripped, non-blank line into two fields and check both ids."""
+    fields: list[str]
+    reason: str | None = None
+    if "," in text:
+        fields = [field.strip() for field in text.split(",")]
+        if len(fields) != 2:
+            reason = f"{_TWO_FIELDS}, got {len(fields)} separated by commas: {_show(text)}"
+        elif not all(fields):
+            reason = f"{_TWO_FIELDS}, got an empty one: {_show(text)}"
+        elif any(len(field.split()) > 1 for field in fields):
+            reason = f"{_TWO_FIELDS} split by white space or one comma, not both: {_show(text)}"
+    else:
+        fields = text.split()
+        if len(fields) != 2:
+            reason = f"{_TWO_FIELDS}, got {len(fields)}: {_show(text)}"
+    if reason is None:
+        reason = _check_id("app id", fields[0], MAX_APP_ID) or _check_id(
+            "session id", fields[1], MAX_SESSION_ID
+        )
+    if reason is None:
+        return Pair(fields[0], fields[1], number)
+    return InvalidLine(number, reason, _kept(fields, 0), _kept(fields, 1))
+
+
+def _check_id(label: str, value: str, max_len: int) -> str | None:
+    """Why `value` (non-empty) cannot be an id, or None if it can."""
+    if bad := _BAD_CHAR.search(value):
+        return f"{label} {_show(value)} has a character outside [A-Za-z0-9_-]: {bad.group()!r}"
+    if len(value) > max_len:
+        return f"{label} is {len(value)} characters long, over {max_len}: {_show(value)}"
+    if value.upper() in _RESERVED:
+        return f"{label} {value!r} is a reserved device name on Windows"
+    return None
+
+
+def _show(value: str) -> str:
+    """Quote a value for a message: escaped, so no control character reaches a log or terminal."""
+    quoted = repr(value)
+    return quoted if len(quoted) <= _SHOW else quoted[: _SHOW - 3] + "..."
+
+
+def _kept(fields: list[str], index: int) -> str | None:
+    if index >= len(fields):
+        return None
+    return fields[index][:_KEEP] or None
