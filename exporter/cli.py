@@ -1,0 +1,252 @@
+"""The command line: arguments and environment -> Settings; logging; exit codes; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from exporter import __version__
+from exporter.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RATE,
+    KINDS,
+    TRANSCRIPT_FORMATS,
+    Rate,
+    RetryPolicy,
+    Settings,
+    Timeouts,
+)
+from exporter.spans import parse_span
+
+log = logging.getLogger("exporter")
+
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_CUT_SHORT, EXIT_LOCKED = 0, 1, 2, 3, 75
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+DESCRIPTION = """\
+Export the chat (and optionally transcript and summary) of many Cloudflare RealtimeKit
+sessions: paced under the API rate limit, retried, stored atomically, recorded in a manifest,
+resumable. The token comes from CLOUDFLARE_API_TOKEN only.
+
+  rtk-export SESSIONS --out DIR [options]     export the pairs listed in SESSIONS ('-' = stdin)
+  rtk-export demo [--out DIR]                 a real export against the built-in local stand-in
+  rtk-export verify DIR [--manifest PATH]     re-hash the archive against its manifest
+"""
+
+EPILOG = """\
+exit codes: 0 all exported or skipped; 1 some failed or invalid; 2 could not start or stopped
+early (bad arguments, credentials, disk); 3 stopped by --max-duration with pairs left;
+75 DIR locked by another run; 130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+
+class UsageError(Exception):
+    """Bad arguments or environment: one clear line, exit 2, before any request."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rtk-export", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sessions", metavar="SESSIONS", nargs="?",
+                   help="file of 'APP_ID SESSION_ID' lines, or '-' for standard input")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="where CSVs and the manifest go (created if missing)")
+    p.add_argument("--manifest", metavar="PATH", help="manifest file (default DIR/manifest.jsonl)")
+    p.add_argument("--account-id", help="Cloudflare account id (else env CLOUDFLARE_ACCOUNT_ID)")
+    p.add_argument("--base-url", help="API base URL (else env CLOUDFLARE_BASE_URL, else "
+                   f"{DEFAULT_BASE_URL})")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
+                   help=f"units in flight at once (default {DEFAULT_CONCURRENCY})")
+    p.add_argument("--rate", default=DEFAULT_RATE, metavar="N/Ws",
+                   help=f"API request budget, a sliding window (default {DEFAULT_RATE})")
+    p.add_argument("--include", default="chat", metavar="KINDS",
+                   help="what to export: any of chat,transcript,summary (default chat)")
+    p.add_argument("--transcript-format", default="csv", choices=TRANSCRIPT_FORMATS,
+                   help="transcript file format (default csv)")
+    p.add_argument("--max-duration", metavar="SPAN",
+                   help="start no new pair after SPAN (50m, 2h); exit 3 if pairs were left")
+    p.add_argument("--max-attempts", type=int, default=RetryPolicy().max_attempts, metavar="N",
+                   help="failed attempts before a pair is 'failed' (429s and expired URLs "
+                   "do not count; default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=Timeouts().connect, metavar="S",
+                   help="seconds to connect (default %(default)s)")
+    p.add_argument("--request-timeout", type=float, default=Timeouts().api, metavar="S",
+                   help="seconds for one whole API request (default %(default)s)")
+    p.add_argument("--read-timeout", type=float, default=Timeouts().read, metavar="S",
+                   help="longest silence while downloading, in seconds (default %(default)s)")
+    p.add_argument("--summary-json", metavar="PATH",
+                   help="write a JSON summary of the run at the end ('-' = stdout)")
+    p.add_argument("--metrics-file", metavar="PATH",
+                   help="write Prometheus textfile metrics at the end (atomically)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="stderr lines as text (default) or one JSON object a line")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read the input and print the plan; request no download URL")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="live progress display (default: on a terminal only)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log every pair")
+    p.add_argument("--version", action="version", version=f"rtk-export {__version__}")
+    return p
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """Resolve arguments and environment into Settings, or raise UsageError naming the value."""
+    token = environ.get("CLOUDFLARE_API_TOKEN", "")
+    if not token:
+        raise UsageError("CLOUDFLARE_API_TOKEN is not set (the token is read from the "
+                         "environment only, never from the command line)")
+    account = args.account_id or environ.get("CLOUDFLARE_ACCOUNT_ID", "")
+    if not account:
+        raise UsageError("no account id: pass --account-id or set CLOUDFLARE_ACCOUNT_ID")
+    base_url = args.base_url or environ.get("CLOUDFLARE_BASE_URL") or DEFAULT_BASE_URL
+    if not base_url.startswith(("https://", "http://")):
+        raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
+    if args.sessions is None:
+        raise UsageError("SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'")
+    if args.sessions != "-" and not os.path.isfile(args.sessions):
+        raise UsageError(f"SESSIONS file not found: {args.sessions}")
+    if args.sessions != "-" and not os.access(args.sessions, os.R_OK):
+        raise UsageError(f"SESSIONS file is not readable: {args.sessions}")
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    try:
+        rate = Rate.parse(args.rate)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    kinds = tuple(k.strip() for k in args.include.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if not kinds or bad:
+        raise UsageError(f"--include takes chat,transcript,summary; got {args.include!r}")
+    max_duration = None
+    if args.max_duration:
+        try:
+            max_duration = parse_span(args.max_duration)
+        except ValueError as exc:
+            raise UsageError(f"--max-duration: {exc}") from None
+    for name in ("connect_timeout", "request_timeout", "read_timeout"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    out = Path(args.out)
+    manifest = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
+    return Settings(
+        token=token, account_id=account, base_url=base_url, sessions=args.sessions,
+        out_dir=out, manifest_path=manifest, concurrency=args.concurrency, rate=rate,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        timeouts=Timeouts(connect=args.connect_timeout, api=args.request_timeout,
+                          read=args.read_timeout),
+        kinds=tuple(dict.fromkeys(kinds)), transcript_format=args.transcript_format,
+        dry_run=args.dry_run, max_duration=max_duration)
+
+
+def check_writable(settings: Settings) -> None:
+    """Fail before any request if DIR or the manifest cannot be written."""
+    for folder in (settings.out_dir, settings.manifest_path.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {folder}: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write to {folder}: permission denied")
+    m = settings.manifest_path
+    if m.exists() and not os.access(m, os.W_OK):
+        raise UsageError(f"cannot write the manifest {m}: permission denied")
+
+
+def exit_code(result: object) -> int:
+    from exporter.pipeline import RunResult
+
+    assert isinstance(result, RunResult)
+    if result.fatal is not None:
+        return EXIT_STOPPED
+    if result.stopped_by is not None:
+        return EXIT_SIGNAL.get(signal.Signals(result.stopped_by), 128 + result.stopped_by)
+    if result.cut_short or result.left:
+        return EXIT_CUT_SHORT
+    if result.stats.counts.get("failed") or result.invalid_lines:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # A full disk under RLIMIT_FSIZE must be an EFBIG error we can report, not a silent kill.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if argv[:1] == ["demo"]:
+        from exporter.demo import main as demo_main
+
+        return demo_main(argv[1:])
+    if argv[:1] == ["verify"]:
+        from exporter.verify import main as verify_main
+
+        return verify_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from exporter import logs
+
+    logs.setup(args.log_format, args.verbose)
+    try:
+        settings = settings_from(args, dict(os.environ))
+        check_writable(settings)
+    except UsageError as exc:
+        print(f"rtk-export: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
+    return run_export(settings, args)
+
+
+def run_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the export under DIR's lock and report it; returns the exit code."""
+    import anyio
+
+    from exporter.lock import DirLock, Locked
+    from exporter.pipeline import Run
+    from exporter.progress import LogReporter, RichReporter
+    from exporter.report import (
+        metrics_text,
+        previous_success,
+        summary_dict,
+        summary_text,
+        write_atomic,
+        write_summary_json,
+    )
+
+    show_bar = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    reporter = (RichReporter(settings.rate.requests / settings.rate.seconds) if show_bar
+                else LogReporter())
+    try:
+        with DirLock(settings.out_dir):
+            run = Run(settings, reporter=reporter)
+            result = anyio.run(run.run, backend="asyncio")
+    except Locked as exc:
+        print(f"rtk-export: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except OSError as exc:
+        print(f"rtk-export: {exc.strerror or exc}: {exc.filename or settings.out_dir}",
+              file=sys.stderr)
+        return EXIT_STOPPED
+    code = exit_code(result)
+    if settings.dry_run:
+        plan = result.plan
+        needed = plan.get("export", 0)
+        per_second = settings.rate.requests / settings.rate.seconds
+        print(f"plan: {needed} to export, {plan.get('skip', 0)} to skip, "
+              f"{result.invalid_lines} invalid line(s); {needed} API requests at least, about "
+              f"{max(0.0, (needed - settings.rate.requests) / per_second):.0f} s at --rate "
+              f"{settings.rate}", file=sys.stderr)
+    else:
+        log.info("summary: %s", summary_text(result), extra={"event": "summary"})
+    if result.fatal is not None:
+        print(f"rtk-export: stopped: {result.fatal.message}", file=sys.stderr)
+    if args.summary_json:
+        write_summary_json(args.summary_json, summary_dict(result, code))
+    if args.metrics_file:
+        path = Path(args.metrics_file)
+        write_atomic(path, metrics_text(result, code, previous_success(path)))
+    return code

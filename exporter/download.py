@@ -1,0 +1,185 @@
+"""Presigned URL -> temporary file beside the target -> SHA-256 and size check -> os.replace.
+
+The session here carries no credentials of any kind, so the API token cannot reach the
+download host whatever happens to a URL. A file appears under its final name only complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+import anyio
+from yarl import URL
+
+from exporter.client import Link, describe_exception, no_hidden_retries
+from exporter.config import Settings
+from exporter.errors import (
+    DiskError,
+    IncompleteDownload,
+    LinkExpired,
+    PermanentError,
+    TransientError,
+)
+from exporter.urls import download_url_problem
+
+CHUNK = 256 * 1024
+TMP_PREFIX = ".rtk-export-"
+TMP_SUFFIX = ".part"
+# Errors that mean the disk, not the pair, is the problem: retrying other pairs cannot help.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.EIO}
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    size: int
+    sha256: str
+
+
+def temp_name(final: Path) -> Path:
+    return final.with_name(f"{TMP_PREFIX}{final.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+
+
+def remove_stale_temps(out_dir: Path) -> int:
+    """Remove temporary files a killed run left in DIR and its app folders; how many."""
+    removed = 0
+    if not out_dir.is_dir():
+        return 0
+    for top in os.scandir(out_dir):
+        entries = [top]
+        if top.is_dir(follow_symlinks=False):
+            entries = list(os.scandir(top.path))
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and is_temp_name(entry.name):
+                with _ignore_missing():
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+class _ignore_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        return isinstance(e, FileNotFoundError)
+
+
+def disk_error(exc: OSError, path: Path) -> DiskError | None:
+    if exc.errno in _DISK_ERRNOS:
+        return DiskError(f"cannot write {path}: {os.strerror(exc.errno or 0)}")
+    return None
+
+
+class Downloader:
+    """Streams presigned URLs to files; one credential-free aiohttp session for all."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Downloader:
+        t = self._settings.timeouts
+        self._session = aiohttp.ClientSession(
+            # No total limit (a large CSV may take long); a silent socket is what we bound.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read),
+            connector=aiohttp.TCPConnector(limit=max(self._settings.concurrency, 4)),
+            # Presigned URLs are signed over the exact path and query: send them untouched.
+            requote_redirect_url=False,
+        )
+        no_hidden_retries(self._session)
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def fetch(self, link: Link, final: Path) -> Stored:
+        """Download `link` into `final` atomically; raise an ExportError on any failure."""
+        assert self._session is not None, "use Downloader as an async context manager"
+        problem = download_url_problem(link.url)
+        if problem:
+            raise PermanentError(problem)
+        tmp = temp_name(final)
+        try:
+            try:
+                async with self._session.get(URL(link.url, encoded=True),
+                                             allow_redirects=True, max_redirects=5) as resp:
+                    if resp.status != 200:
+                        await self._refuse(resp, link)
+                    if download_url_problem(str(resp.url)):
+                        raise PermanentError("download was redirected to a refused URL")
+                    return await self._store(resp, tmp, final)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                msg = describe_exception(exc)
+                if isinstance(exc, aiohttp.ClientPayloadError):
+                    raise IncompleteDownload(f"download incomplete: {msg}") from None
+                raise TransientError(f"download failed: {msg}") from None
+        finally:
+            with _ignore_missing():
+                tmp.unlink()
+
+    async def _refuse(self, resp: aiohttp.ClientResponse, link: Link) -> None:
+        status = resp.status
+        try:
+            body = (await resp.content.read(8192)).decode("utf-8", "replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            body = ""
+        past_expiry = link.expires_at is not None and not link.usable_for(0)
+        if status == 403 and ("expired" in body.lower() or past_expiry):
+            raise LinkExpired("download URL expired (HTTP 403)", http_status=403)
+        if status in (408, 429) or status >= 500:
+            raise TransientError(f"download refused: HTTP {status}", http_status=status)
+        raise PermanentError(f"download refused: HTTP {status}{_s3_code(body)}",
+                             http_status=status)
+
+    async def _store(self, resp: aiohttp.ClientResponse, tmp: Path, final: Path) -> Stored:
+        # With a Content-Encoding, aiohttp hands us the decoded bytes while Content-Length
+        # counts the encoded ones; the decoder's own framing checks the body then.
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
+        announced = None if encoded else resp.content_length
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            # Small buffered writes go to the page cache in microseconds; only fsync can take
+            # long, and it runs in a worker thread below.
+            with open(tmp, "wb") as fh:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if announced is not None and size > announced:
+                        break
+                fh.flush()
+                if announced is not None and size != announced:
+                    raise IncompleteDownload(
+                        f"download had {size} bytes, the server announced {announced}")
+                await anyio.to_thread.run_sync(os.fsync, fh.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise disk_error(exc, final) or PermanentError(
+                f"cannot write {final.name}: {exc.strerror}") from None
+        return Stored(size=size, sha256=digest.hexdigest())
+
+
+def _s3_code(body: str) -> str:
+    start = body.find("<Code>")
+    end = body.find("</Code>")
+    if 0 <= start < end:
+        return f" ({body[start + 6:end][:60]})"
+    return ""

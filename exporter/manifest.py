@@ -1,0 +1,164 @@
+"""The manifest: one JSON line per unit of work, appended and flushed as each one ends.
+
+Loading it keeps only a 64-bit key -> file offset index of each unit's last line (a few dozen
+bytes per unit); the line itself is read back from disk when its unit comes up again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from exporter.errors import ExportError
+from exporter.keyset import KeyIndex, key_of
+
+log = logging.getLogger(__name__)
+
+STATUSES = frozenset({"exported", "skipped", "failed", "invalid", "unavailable"})
+DONE = frozenset({"exported", "skipped"})
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unit_key(app_id: str, session_id: str, kind: str) -> int:
+    return key_of(app_id, session_id, kind)
+
+
+def record(*, app_id: str | None, session_id: str | None, kind: str, status: str, run_id: str,
+           attempts: int = 0, path: str | None = None, size: int | None = None,
+           sha256: str | None = None, error: ExportError | None = None,
+           line: int | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "app_id": app_id, "session_id": session_id, "kind": kind, "status": status,
+        "path": path, "bytes": size, "sha256": sha256, "attempts": attempts,
+        "error": error.as_record() if error else None,
+        "finished_at": now_rfc3339(), "run_id": run_id,
+    }
+    if line is not None:
+        rec["line"] = line
+    return rec
+
+
+class Manifest:
+    """Append-only JSON Lines file with an index of each unit's latest line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.index = KeyIndex()
+        self.damaged_lines = 0
+        self._out: IO[bytes] | None = None
+        self._reader: IO[bytes] | None = None
+
+    def load(self) -> None:
+        """Index the latest line of every unit; warn about, and pass over, damaged lines."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as fh:
+            offset = 0
+            for number, raw in enumerate(fh, start=1):
+                here, offset = offset, offset + len(raw)
+                rec = self._parse(raw, number)
+                if rec is not None:
+                    self.index.put(unit_key(rec["app_id"], rec["session_id"], rec["kind"]), here)
+
+    def _parse(self, raw: bytes, number: int) -> dict[str, Any] | None:
+        if not raw.endswith(b"\n"):
+            # kill -9 or a full disk while writing: the unit will be done again.
+            log.warning("manifest %s line %d is incomplete (interrupted write); ignored",
+                        self.path, number)
+            self.damaged_lines += 1
+            return None
+        if not raw.strip():
+            return None
+        try:
+            rec = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("manifest %s line %d is not valid JSON; ignored", self.path, number)
+            self.damaged_lines += 1
+            return None
+        if not (isinstance(rec, dict) and isinstance(rec.get("app_id"), str)
+                and isinstance(rec.get("session_id"), str)):
+            log.warning("manifest %s line %d has no app_id/session_id; ignored", self.path, number)
+            self.damaged_lines += 1
+            return None
+        if rec.get("status") not in STATUSES:
+            log.warning("manifest %s line %d has unknown status %r; its unit will be exported "
+                        "again", self.path, number, str(rec.get("status"))[:40])
+            self.damaged_lines += 1
+        rec.setdefault("kind", "chat")
+        return rec
+
+    def latest(self, app_id: str, session_id: str, kind: str) -> dict[str, Any] | None:
+        """The last line recorded for this unit before this run, or None."""
+        offset = self.index.get(unit_key(app_id, session_id, kind))
+        if offset is None:
+            return None
+        if self._reader is None:
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - kept open for the run
+        self._reader.seek(offset)
+        try:
+            rec = json.loads(self._reader.readline())
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(rec, dict):
+            return None
+        rec.setdefault("kind", "chat")
+        # A 64-bit key can collide: trust the line only if it names this very unit.
+        if (rec.get("app_id"), rec.get("session_id"), rec.get("kind")) != (app_id, session_id,
+                                                                             kind):
+            return None
+        return rec
+
+    def iter_latest(self) -> Iterator[dict[str, Any]]:
+        """Every unit's last line, in file order of those lines."""
+        for offset in sorted(v for _, v in self.index.items()):
+            if self._reader is None:
+                self._reader = open(self.path, "rb")  # noqa: SIM115 - kept open for the run
+            self._reader.seek(offset)
+            try:
+                rec = json.loads(self._reader.readline())
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(rec, dict):
+                rec.setdefault("kind", "chat")
+                yield rec
+
+    def open_for_append(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        # A line torn by a crash must not swallow the first line of this run.
+        if self._out.tell() > 0:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    self._out.write(b"\n")
+
+    def append(self, rec: dict[str, Any]) -> None:
+        """Write one line and hand it to the OS at once: a crash loses only units in flight."""
+        assert self._out is not None, "open_for_append() first"
+        self._out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode()
+                        + b"\n")
+        self._out.flush()
+
+    def sync(self) -> None:
+        if self._out is not None:
+            self._out.flush()
+            os.fsync(self._out.fileno())
+
+    def close(self) -> None:
+        if self._out is not None:
+            try:
+                self.sync()
+            finally:
+                self._out.close()
+                self._out = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

@@ -1,0 +1,358 @@
+"""One run: read units, skip what is intact, export the rest concurrently, record each outcome.
+
+One task group: a producer feeding a small bounded stream, `concurrency` workers, and a signal
+watcher. Memory stays flat: the stream holds a few units, de-duplication a 64-bit key per unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from exporter.client import ApiClient, Link
+from exporter.config import Settings
+from exporter.download import Downloader, Stored, remove_stale_temps
+from exporter.errors import (
+    ExportError,
+    FatalError,
+    LinkExpired,
+    RateLimited,
+    TransientError,
+    Unavailable,
+)
+from exporter.keyset import KeySet
+from exporter.manifest import DONE, Manifest, record, unit_key
+from exporter.ratelimit import Pacer
+from exporter.sessions import InvalidLine, Pair, open_sessions, read_pairs
+from exporter.stats import Stats
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 512  # SESSIONS lines read per trip to a worker thread
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One (pair, kind): what is exported, paced, retried and recorded as one."""
+
+    app_id: str
+    session_id: str
+    kind: str
+
+
+def relative_path(unit: Unit, transcript_format: str) -> str:
+    name = {
+        "chat": f"{unit.session_id}.csv",
+        "transcript": f"{unit.session_id}.transcript.{transcript_format}",
+        "summary": f"{unit.session_id}.summary.txt",
+    }[unit.kind]
+    return f"{unit.app_id}/{name}"
+
+
+def file_matches(path: Path, size: object, sha256: object) -> bool:
+    """The file is there with exactly the recorded size and SHA-256 (blocking: use a thread)."""
+    if not isinstance(size, int) or not isinstance(sha256, str):
+        return False
+    try:
+        if os.stat(path).st_size != size:
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256
+
+
+class Reporter(Protocol):
+    """What the pipeline tells the outside (progress display, periodic log lines)."""
+
+    def recorded(self, rec: dict[str, Any]) -> None: ...
+
+    async def run(self, stats: Stats) -> None: ...
+
+
+class QuietReporter:
+    def recorded(self, rec: dict[str, Any]) -> None:
+        return None
+
+    async def run(self, stats: Stats) -> None:
+        await anyio.sleep_forever()
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_id: str
+    stats: Stats
+    seconds: float
+    invalid_lines: int = 0
+    fatal: FatalError | None = None
+    stopped_by: int | None = None  # the signal number that stopped the run
+    left: int = 0  # units not started because of --max-duration
+    cut_short: bool = False  # --max-duration stopped the reading of the input
+    plan: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """Per-unit retry state: the URL in hand, and failures counted by kind."""
+
+    link: Link | None = None
+    fresh: bool = False
+    had_link: bool = False
+    http: int = 0
+    failures: int = 0
+    refreshes: int = 0
+    rate_limited: int = 0
+
+
+def _take(it: Iterator[Pair | InvalidLine], n: int) -> list[Pair | InvalidLine]:
+    out = []
+    for item in it:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+class Run:
+    """Export every unit of the input once, as the spec says; `await run()` returns the result."""
+
+    def __init__(self, settings: Settings, *, reporter: Reporter | None = None,
+                 pacer: Pacer | None = None, clock: Callable[[], float] = time.monotonic,
+                 handle_signals: bool = True) -> None:
+        self.s = settings
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        self.stats = Stats()
+        self.reporter = reporter or QuietReporter()
+        self.pacer = pacer or Pacer(settings.rate)
+        self.manifest = Manifest(settings.manifest_path)
+        self._clock = clock
+        self._handle_signals = handle_signals
+        self._seen = KeySet()
+        self._deadline = (clock() + settings.max_duration) if settings.max_duration else None
+        self._result = RunResult(run_id=self.run_id, stats=self.stats, seconds=0.0)
+        self._scope: anyio.CancelScope | None = None
+        self._api: ApiClient | None = None
+        self._dl: Downloader | None = None
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self, items: AsyncIterator[Pair | InvalidLine] | None = None) -> RunResult:
+        started = self._clock()
+        await anyio.to_thread.run_sync(self.manifest.load)
+        if not self.s.dry_run:
+            removed = await anyio.to_thread.run_sync(remove_stale_temps, self.s.out_dir)
+            if removed:
+                log.info("removed %d temporary file(s) left by an interrupted run", removed)
+            self.manifest.open_for_append()
+        try:
+            async with ApiClient(self.s, self.pacer, self.stats) as api, \
+                    Downloader(self.s) as dl:
+                self._api, self._dl = api, dl
+                await self._run_group(items if items is not None else self._read_sessions())
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.manifest.close()
+            self._result.seconds = self._clock() - started
+        return self._result
+
+    async def _run_group(self, items: AsyncIterator[Pair | InvalidLine]) -> None:
+        send, recv = anyio.create_memory_object_stream[Unit](self.s.concurrency)
+        async with anyio.create_task_group() as outer:
+            self._scope = outer.cancel_scope
+            if self._handle_signals:
+                outer.start_soon(self._watch_signals)
+            outer.start_soon(self.reporter.run, self.stats)
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(self._produce, items, send)
+                for _ in range(self.s.concurrency):
+                    inner.start_soon(self._work, recv.clone())
+                recv.close()
+            outer.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                self._result.stopped_by = signum
+                log.warning("%s received: abandoning units in flight and stopping",
+                            signal.Signals(signum).name)
+                assert self._scope is not None
+                self._scope.cancel()
+                return
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and self._clock() >= self._deadline
+
+    # -- the producer ---------------------------------------------------------------------
+
+    async def _read_sessions(self) -> AsyncIterator[Pair | InvalidLine]:
+        assert self.s.sessions is not None
+        with open_sessions(self.s.sessions) as stream:
+            it = read_pairs(stream)
+            while batch := await anyio.to_thread.run_sync(_take, it, READ_BATCH,
+                                                          abandon_on_cancel=True):
+                for item in batch:
+                    yield item
+
+    async def _produce(self, items: AsyncIterator[Pair | InvalidLine],
+                       send: ObjectSendStream[Unit]) -> None:
+        async with send:
+            async for item in items:
+                if self._past_deadline():
+                    self._result.cut_short = True
+                    return
+                if isinstance(item, InvalidLine):
+                    self._invalid(item)
+                    continue
+                for kind in self.s.kinds:
+                    if self._seen.add(unit_key(item.app_id, item.session_id, kind)):
+                        self.stats.total = (self.stats.total or 0) + 1
+                        await send.send(Unit(item.app_id, item.session_id, kind))
+
+    def _invalid(self, item: InvalidLine) -> None:
+        self._result.invalid_lines += 1
+        log.warning("SESSIONS line %d: %s", item.line, item.reason)
+        if self.s.dry_run:
+            self.stats.counts["invalid"] += 1
+            return
+        self._finish(record(app_id=item.app_id, session_id=item.session_id, kind=self.s.kinds[0],
+                            status="invalid", run_id=self.run_id, line=item.line,
+                            error=ExportError(item.reason)))
+
+    # -- the workers ----------------------------------------------------------------------
+
+    async def _work(self, recv: ObjectReceiveStream[Unit]) -> None:
+        async with recv:
+            async for unit in recv:
+                if self._past_deadline():
+                    self._result.left += 1
+                    continue
+                self.stats.in_flight += 1
+                try:
+                    rec = await self._do(unit)
+                except FatalError as exc:
+                    if self._result.fatal is None:
+                        self._result.fatal = exc
+                        log.error("stopping the run: %s", exc.message)
+                    assert self._scope is not None
+                    self._scope.cancel()
+                    return
+                finally:
+                    self.stats.in_flight -= 1
+                if rec is not None:
+                    self._finish(rec)
+
+    def _finish(self, rec: dict[str, Any]) -> None:
+        self.stats.counts[rec["status"]] += 1
+        if rec["status"] == "exported":
+            self.stats.bytes += rec["bytes"]
+        if not self.s.dry_run:
+            self.manifest.append(rec)
+        self.reporter.recorded(rec)
+
+    async def _do(self, unit: Unit) -> dict[str, Any] | None:
+        rel = relative_path(unit, self.s.transcript_format)
+        final = self.s.out_dir / rel
+        prior = self.manifest.latest(unit.app_id, unit.session_id, unit.kind)
+        if prior is not None and prior.get("status") in DONE and await anyio.to_thread.run_sync(
+                file_matches, final, prior.get("bytes"), prior.get("sha256")):
+            if self.s.dry_run:
+                self._result.plan["skip"] = self._result.plan.get("skip", 0) + 1
+                return None
+            return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
+                          status="skipped", run_id=self.run_id, path=rel, size=prior["bytes"],
+                          sha256=prior["sha256"])
+        if self.s.dry_run:
+            self._result.plan["export"] = self._result.plan.get("export", 0) + 1
+            return None
+        state = _Attempts()
+        base = dict(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
+                    run_id=self.run_id)
+        try:
+            stored = await self._export(unit, final, state)
+        except Unavailable as exc:
+            return record(**base, status="unavailable", attempts=state.http, error=exc)
+        except FatalError:
+            raise
+        except ExportError as exc:
+            log.warning("%s/%s %s failed after %d attempt(s): %s", unit.app_id, unit.session_id,
+                        unit.kind, state.http, exc.message)
+            return record(**base, status="failed", attempts=state.http, error=exc)
+        log.debug("%s exported (%d bytes)", rel, stored.size)
+        return record(**base, status="exported", attempts=state.http, path=rel,
+                      size=stored.size, sha256=stored.sha256)
+
+    async def _export(self, unit: Unit, final: Path, state: _Attempts) -> Stored:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=lambda rs: self._give_up(rs, state),
+            wait=lambda rs: self._backoff(rs, state),
+            before_sleep=self._count_retry,
+            sleep=anyio.sleep,
+            reraise=True,  # the manifest gets the real last error, never tenacity's RetryError
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(unit, final, state)
+        raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
+
+    async def _attempt(self, unit: Unit, final: Path, state: _Attempts) -> Stored:
+        assert self._api is not None and self._dl is not None
+        # A URL is asked for just before its download; one in hand is reused only while it
+        # has life left, but a freshly issued one is used at once, however short its life.
+        if state.link is None or not (state.fresh or state.link.usable_for(1.0)):
+            if state.had_link:
+                self.stats.url_refreshes += 1
+            state.link = None
+            state.http += 1
+            state.link = await self._api.get_link(unit.app_id, unit.session_id, unit.kind)
+            state.fresh = state.had_link = True
+        link, state.fresh = state.link, False
+        state.http += 1
+        try:
+            return await self._dl.fetch(link, final)
+        except LinkExpired:
+            state.link = None
+            raise
+
+    def _give_up(self, rs: RetryCallState, state: _Attempts) -> bool:
+        exc = rs.outcome.exception() if rs.outcome else None
+        policy = self.s.retry
+        if isinstance(exc, RateLimited):
+            # The pacer holds every request for the Retry-After; the unit is not to blame.
+            state.rate_limited += 1
+            return False
+        if isinstance(exc, LinkExpired):
+            state.refreshes += 1
+            return state.refreshes > policy.max_link_refreshes
+        state.failures += 1
+        return state.failures >= policy.max_attempts
+
+    def _backoff(self, rs: RetryCallState, state: _Attempts) -> float:
+        exc = rs.outcome.exception() if rs.outcome else None
+        if isinstance(exc, RateLimited | LinkExpired):
+            return 0.0
+        policy = self.s.retry
+        wait = min(policy.initial_backoff * 2 ** max(state.failures - 1, 0), policy.max_backoff)
+        wait *= 1 - 0.5 * random.random()  # noqa: S311 - jitter, not security
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            wait = max(wait, min(exc.retry_after, policy.max_retry_after))
+        return wait
+
+    def _count_retry(self, rs: RetryCallState) -> None:
+        self.stats.retries += 1

@@ -1,0 +1,108 @@
+"""`rtk-export verify DIR`: re-hash the archive against its manifest, offline, no credentials.
+
+Memory stays flat in the archive's size: the manifest is held as an offset index, and the set
+of files it names as 64-bit keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exporter.keyset import KeySet, key_of
+from exporter.manifest import DONE, Manifest
+from exporter.pipeline import file_matches
+
+log = logging.getLogger("exporter.verify")
+
+
+@dataclass(slots=True)
+class Findings:
+    checked: int = 0
+    intact: int = 0
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    untracked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.untracked)
+
+
+def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) -> Findings:
+    manifest = Manifest(manifest_path)
+    manifest.load()
+    found = Findings()
+    named = KeySet()
+    try:
+        for rec in manifest.iter_latest():
+            rel = rec.get("path")
+            if isinstance(rel, str):
+                named.add(key_of(rel))
+            if rec.get("status") not in DONE or not isinstance(rel, str):
+                continue
+            found.checked += 1
+            path = out_dir / rel
+            if not path.is_file():
+                found.missing.append(rel)
+            elif file_matches(path, rec.get("bytes"), rec.get("sha256")):
+                found.intact += 1
+            else:
+                found.corrupt.append(rel)
+            if callable(on_progress):
+                on_progress(found.checked)
+    finally:
+        manifest.close()
+    manifest_abs = manifest_path.resolve()
+    for root, dirs, files in os.walk(out_dir):
+        dirs.sort()
+        for name in sorted(files):
+            if name.startswith(".rtk-export"):
+                continue
+            path = Path(root, name)
+            if path.resolve() == manifest_abs:
+                continue
+            rel = path.relative_to(out_dir).as_posix()
+            if key_of(rel) not in named:
+                found.untracked.append(rel)
+    return found
+
+
+def main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="rtk-export verify",
+                                description="Re-hash every exported file against the manifest.")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--manifest", metavar="PATH", help="default DIR/manifest.jsonl")
+    args = p.parse_args(list(argv))
+    from exporter import logs
+
+    logs.setup()
+    out = Path(args.dir)
+    manifest = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
+    if not out.is_dir():
+        print(f"rtk-export verify: no such directory: {out}", file=sys.stderr)
+        return 2
+    if not manifest.is_file():
+        print(f"rtk-export verify: no manifest at {manifest}", file=sys.stderr)
+        return 2
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("verify", total=None)
+            found = verify(out, manifest, on_progress=lambda n: bar.update(task, completed=n))
+    else:
+        found = verify(out, manifest)
+    for label, items in (("missing", found.missing), ("corrupt", found.corrupt),
+                         ("untracked", found.untracked)):
+        for rel in items:
+            print(f"{label}: {rel}")
+    print(f"verify: {found.checked} files checked, {found.intact} intact, "
+          f"{len(found.missing)} missing, {len(found.corrupt)} corrupt, "
+          f"{len(found.untracked)} untracked", file=sys.stderr)
+    return 0 if found.ok else 1
