@@ -53,7 +53,8 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rtk-export", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        # A fixed width keeps --help identical on every terminal (the README quotes it).
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100))
     p.add_argument("sessions", metavar="SESSIONS", nargs="?",
                    help="file of 'APP_ID SESSION_ID' lines, or '-' for standard input")
     p.add_argument("--out", metavar="DIR", required=True,
@@ -181,9 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A full disk under RLIMIT_FSIZE must be an EFBIG error we can report, not a silent kill.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if argv[:1] == ["demo"]:
-        from exporter.demo import main as demo_main
-
-        return demo_main(argv[1:])
+        return demo(argv[1:])
     if argv[:1] == ["verify"]:
         from exporter.verify import main as verify_main
 
@@ -221,6 +220,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     reporter = (RichReporter(settings.rate.requests / settings.rate.seconds) if show_bar
                 else LogReporter())
     try:
+        settings.out_dir.mkdir(parents=True, exist_ok=True)
         with DirLock(settings.out_dir):
             run = Run(settings, reporter=reporter)
             result = anyio.run(run.run, backend="asyncio")
@@ -249,4 +249,51 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     if args.metrics_file:
         path = Path(args.metrics_file)
         write_atomic(path, metrics_text(result, code, previous_success(path)))
+    return code
+
+
+DEMO_PAIRS = """\
+app_id,session_id
+4f2a9c1be07d4e6a9b3c5d7e8f901a2b,1d8c6a0e-3b7f-4e2a-9c51-7f0e2d4b6a81
+4f2a9c1be07d4e6a9b3c5d7e8f901a2b,6b2e9f47-0c1d-4a8e-b3f5-2e7d9c0a1b54
+9e0d7c6b5a4f4e3d2c1b0a9f8e7d6c5b,2c4e6a80-1f3b-45d7-9e0a-b2c4d6e8f013
+"""
+
+
+def demo(argv: Sequence[str]) -> int:
+    """A real export against the package's own stand-in, which injects a few faults."""
+    p = argparse.ArgumentParser(prog="rtk-export demo",
+                                description="Export sessions.example.txt from a local "
+                                "RealtimeKit stand-in on 127.0.0.1 (no account needed).")
+    p.add_argument("--out", metavar="DIR", default="rtk-export-demo",
+                   help="where to put the export (default ./rtk-export-demo)")
+    p.add_argument("--sessions", metavar="FILE", default="sessions.example.txt",
+                   help="pairs to export (default sessions.example.txt, else a built-in list)")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    args = p.parse_args(list(argv))
+    from exporter import logs
+    from exporter.standin import FaultRates, StandinConfig, standin_in_thread
+
+    logs.setup(args.log_format)
+    out = Path(args.out)
+    sessions = Path(args.sessions)
+    if not sessions.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        sessions = out / ".rtk-export-demo-sessions.txt"
+        sessions.write_text(DEMO_PAIRS, encoding="utf-8")
+    # A few of the faults a real run meets, so that the demo shows them handled.
+    config = StandinConfig(token="demo-token", account_id="demo-account", seed=2026,  # noqa: S106
+                           faults=FaultRates(api_5xx=0.15, download_expired=0.15,
+                                             download_truncate=0.1), retry_after=1)
+    with standin_in_thread(config) as server:
+        log.info("local RealtimeKit stand-in listening at %s", server.base_url)
+        settings = Settings(token=config.token, account_id=config.account_id,
+                            base_url=server.base_url, sessions=str(sessions), out_dir=out,
+                            manifest_path=out / "manifest.jsonl",
+                            retry=RetryPolicy(initial_backoff=0.05, max_backoff=0.5))
+        code = run_export(settings, argparse.Namespace(
+            progress=args.progress, summary_json=None, metrics_file=None))
+    print(f"demo: files in {out}/<app_id>/<session_id>.csv, manifest in {out}/manifest.jsonl;"
+          f" check them with: rtk-export verify {out}", file=sys.stderr)
     return code

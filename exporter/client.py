@@ -239,7 +239,7 @@ class ApiClient:
             async with self._session.get(url, params=params, allow_redirects=False) as resp:
                 body = await resp.content.read(MAX_API_BODY)
                 status, headers = resp.status, resp.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientError(f"API request failed: {describe_exception(exc)}") from None
         if 200 <= status < 300:
             return body

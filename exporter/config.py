@@ -28,7 +28,8 @@ class Rate:
     def parse(cls, text: str) -> Rate:
         m = _RATE_RE.match(text)
         if not m:
-            raise ValueError(f"--rate must look like 1000/300s (N requests per W seconds), got {text!r}")
+            raise ValueError(
+                f"--rate must look like 1000/300s (N requests per W seconds), got {text!r}")
         requests, seconds = int(m.group(1)), float(m.group(2))
         if requests < 1 or seconds <= 0:
             raise ValueError(f"--rate needs N >= 1 and W > 0, got {text!r}")

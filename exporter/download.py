@@ -6,7 +6,6 @@ download host whatever happens to a URL. A file appears under its final name onl
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import hashlib
 import os
@@ -124,7 +123,7 @@ class Downloader:
                     if download_url_problem(str(resp.url)):
                         raise PermanentError("download was redirected to a refused URL")
                     return await self._store(resp, tmp, final)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 msg = describe_exception(exc)
                 if isinstance(exc, aiohttp.ClientPayloadError):
                     raise IncompleteDownload(f"download incomplete: {msg}") from None
@@ -137,7 +136,7 @@ class Downloader:
         status = resp.status
         try:
             body = (await resp.content.read(8192)).decode("utf-8", "replace")
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             body = ""
         past_expiry = link.expires_at is not None and not link.usable_for(0)
         if status == 403 and ("expired" in body.lower() or past_expiry):
@@ -158,7 +157,7 @@ class Downloader:
             final.parent.mkdir(parents=True, exist_ok=True)
             # Small buffered writes go to the page cache in microseconds; only fsync can take
             # long, and it runs in a worker thread below.
-            with open(tmp, "wb") as fh:
+            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - a create in a warm folder
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     fh.write(chunk)
                     digest.update(chunk)

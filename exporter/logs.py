@@ -33,7 +33,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
         self.converter = time.gmtime
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: Any) -> str:
         # Only the exception's type and message: no frames whose locals could show headers.
         return f"{ei[0].__name__}: {ei[1]}" if ei and ei[0] else ""
 

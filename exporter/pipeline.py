@@ -166,8 +166,7 @@ class Run:
                 self._api, self._dl = api, dl
                 await self._run_group(items if items is not None else self._read_sessions())
         finally:
-            with anyio.CancelScope(shield=True):
-                self.manifest.close()
+            self.manifest.close()  # synchronous: runs to the end even while cancelled
             self._result.seconds = self._clock() - started
         return self._result
 
@@ -226,7 +225,8 @@ class Run:
 
     def _invalid(self, item: InvalidLine) -> None:
         self._result.invalid_lines += 1
-        log.warning("SESSIONS line %d: %s", item.line, item.reason)
+        log.warning("SESSIONS line %d: %s", item.line, item.reason,
+                    extra={"event": "invalid", "line": item.line})
         if self.s.dry_run:
             self.stats.counts["invalid"] += 1
             return
@@ -281,21 +281,30 @@ class Run:
             self._result.plan["export"] = self._result.plan.get("export", 0) + 1
             return None
         state = _Attempts()
-        base = dict(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
-                    run_id=self.run_id)
         try:
             stored = await self._export(unit, final, state)
         except Unavailable as exc:
-            return record(**base, status="unavailable", attempts=state.http, error=exc)
+            return self._record(unit, "unavailable", state, error=exc)
         except FatalError:
             raise
         except ExportError as exc:
             log.warning("%s/%s %s failed after %d attempt(s): %s", unit.app_id, unit.session_id,
-                        unit.kind, state.http, exc.message)
-            return record(**base, status="failed", attempts=state.http, error=exc)
-        log.debug("%s exported (%d bytes)", rel, stored.size)
-        return record(**base, status="exported", attempts=state.http, path=rel,
-                      size=stored.size, sha256=stored.sha256)
+                        unit.kind, state.http, exc.message,
+                        extra={"event": "failed", "app_id": unit.app_id,
+                               "session_id": unit.session_id, "kind": unit.kind})
+            return self._record(unit, "failed", state, error=exc)
+        log.debug("%s exported (%d bytes)", rel, stored.size,
+                  extra={"event": "exported", "app_id": unit.app_id,
+                         "session_id": unit.session_id, "kind": unit.kind})
+        return self._record(unit, "exported", state, path=rel, size=stored.size,
+                            sha256=stored.sha256)
+
+    def _record(self, unit: Unit, status: str, state: _Attempts, *,
+                error: ExportError | None = None, path: str | None = None,
+                size: int | None = None, sha256: str | None = None) -> dict[str, Any]:
+        return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
+                      status=status, run_id=self.run_id, attempts=state.http, error=error,
+                      path=path, size=size, sha256=sha256)
 
     async def _export(self, unit: Unit, final: Path, state: _Attempts) -> Stored:
         retrying = AsyncRetrying(
@@ -348,7 +357,7 @@ class Run:
         if isinstance(exc, RateLimited | LinkExpired):
             return 0.0
         policy = self.s.retry
-        wait = min(policy.initial_backoff * 2 ** max(state.failures - 1, 0), policy.max_backoff)
+        wait = min(policy.initial_backoff * 2.0 ** max(state.failures - 1, 0), policy.max_backoff)
         wait *= 1 - 0.5 * random.random()  # noqa: S311 - jitter, not security
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             wait = max(wait, min(exc.retry_after, policy.max_retry_after))

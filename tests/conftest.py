@@ -17,7 +17,7 @@ from exporter.config import Rate, RetryPolicy, Settings, Timeouts
 from exporter.pipeline import Run, RunResult
 from exporter.standin import StandinConfig, StandinServer, run_standin
 
-TOKEN = "test-token-5f0c2a9e7b1d4c3a8e6f"  # noqa: S105 - a test value, searched for in outputs
+TOKEN = "test-token-5f0c2a9e7b1d4c3a8e6f"
 ACCOUNT = "acct0123456789abcdef0123456789ab"
 ROOT = Path(__file__).resolve().parent.parent
 

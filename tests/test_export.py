@@ -9,7 +9,6 @@ from exporter.config import Rate, RetryPolicy
 from exporter.ratelimit import Pacer
 from exporter.standin import CannedResponse, FaultRates, StandinServer
 from tests.conftest import (
-    ACCOUNT,
     TOKEN,
     export,
     leftovers,
