@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args, dict(os.environ))
         check_writable(settings)
     except UsageError as exc:
-        print(f"rtk-export: {exc}", file=sys.stderr)
+        log.error("rtk-export: %s", exc, extra={"event": "usage_error"})
         return EXIT_STOPPED
     return run_export(settings, args)
 
@@ -225,25 +225,30 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
             run = Run(settings, reporter=reporter)
             result = anyio.run(run.run, backend="asyncio")
     except Locked as exc:
-        print(f"rtk-export: {exc}", file=sys.stderr)
+        log.error("rtk-export: %s", exc, extra={"event": "locked", "pid": exc.pid})
         return EXIT_LOCKED
     except OSError as exc:
-        print(f"rtk-export: {exc.strerror or exc}: {exc.filename or settings.out_dir}",
-              file=sys.stderr)
+        log.error("rtk-export: %s: %s", exc.strerror or exc, exc.filename or settings.out_dir,
+                  extra={"event": "os_error"})
+        return EXIT_STOPPED
+    except Exception as exc:  # a bug: say so plainly and let cron see a failed run
+        log.critical("rtk-export: internal error, the run stopped: %s: %s",
+                     type(exc).__name__, exc, extra={"event": "internal_error"})
         return EXIT_STOPPED
     code = exit_code(result)
     if settings.dry_run:
         plan = result.plan
         needed = plan.get("export", 0)
         per_second = settings.rate.requests / settings.rate.seconds
-        print(f"plan: {needed} to export, {plan.get('skip', 0)} to skip, "
-              f"{result.invalid_lines} invalid line(s); {needed} API requests at least, about "
-              f"{max(0.0, (needed - settings.rate.requests) / per_second):.0f} s at --rate "
-              f"{settings.rate}", file=sys.stderr)
+        log.info("plan: %d to export, %d to skip, %d invalid line(s); %d API requests at "
+                 "least, about %.0f s at --rate %s", needed, plan.get("skip", 0),
+                 result.invalid_lines, needed,
+                 max(0.0, (needed - settings.rate.requests) / per_second), settings.rate,
+                 extra={"event": "plan"})
     else:
         log.info("summary: %s", summary_text(result), extra={"event": "summary"})
     if result.fatal is not None:
-        print(f"rtk-export: stopped: {result.fatal.message}", file=sys.stderr)
+        log.error("rtk-export: stopped: %s", result.fatal.message, extra={"event": "stopped"})
     if args.summary_json:
         write_summary_json(args.summary_json, summary_dict(result, code))
     if args.metrics_file:
@@ -294,6 +299,6 @@ def demo(argv: Sequence[str]) -> int:
                             retry=RetryPolicy(initial_backoff=0.05, max_backoff=0.5))
         code = run_export(settings, argparse.Namespace(
             progress=args.progress, summary_json=None, metrics_file=None))
-    print(f"demo: files in {out}/<app_id>/<session_id>.csv, manifest in {out}/manifest.jsonl;"
-          f" check them with: rtk-export verify {out}", file=sys.stderr)
+    log.info("demo: files in %s/<app_id>/<session_id>.csv, manifest in %s/manifest.jsonl; "
+             "check them with: rtk-export verify %s", out, out, out)
     return code
