@@ -221,3 +221,18 @@ async def test_truncated_downloads_are_retried_and_never_land(standin, tmp_path:
     assert result.stats.counts == {"exported": 20}
     assert result.stats.retries == truncated
     assert leftovers(out) == []
+
+
+async def test_temporary_files_of_a_killed_run_are_removed(server: StandinServer,
+                                                           tmp_path: Path) -> None:
+    """A `.part` file left by a killed run is removed by the next run; others are kept."""
+    out = tmp_path / "out"
+    (out / "a1").mkdir(parents=True)
+    stale = out / "a1" / ".rtk-export-s1.csv.1a2b3c4d.part"
+    stale.write_bytes(b"half a file")
+    mine = out / "a1" / "notes.txt"
+    mine.write_text("kept")
+    sessions = write_sessions(tmp_path / "s.txt", [("a1", "s2")])
+    await export(make_settings(server, out, sessions))
+    assert not stale.exists() and mine.read_text() == "kept"
+    assert leftovers(out) == []

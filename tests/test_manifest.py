@@ -1,0 +1,90 @@
+"""The manifest: append and flush, the latest line per unit, and damaged lines passed over."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from exporter.errors import PermanentError
+from exporter.manifest import Manifest, record
+
+
+def rec(app: str, sid: str, status: str = "exported", kind: str = "chat") -> dict[str, object]:
+    return record(app_id=app, session_id=sid, kind=kind, status=status, run_id="r1",
+                  attempts=2, path=f"{app}/{sid}.csv", size=10, sha256="ab" * 32)
+
+
+def test_lines_are_flushed_as_appended(tmp_path: Path) -> None:
+    """Each appended line is on disk before close (a crash loses only units in flight)."""
+    m = Manifest(tmp_path / "m.jsonl")
+    m.open_for_append()
+    m.append(rec("a", "s1"))
+    on_disk = (tmp_path / "m.jsonl").read_text()
+    m.close()
+    assert json.loads(on_disk)["session_id"] == "s1"
+
+
+def test_the_last_line_of_a_unit_wins(tmp_path: Path) -> None:
+    """latest() returns the unit's last line; kinds are separate units."""
+    path = tmp_path / "m.jsonl"
+    m = Manifest(path)
+    m.open_for_append()
+    m.append(rec("a", "s1", "failed"))
+    m.append(rec("a", "s1", "exported"))
+    m.append(rec("a", "s1", "unavailable", kind="summary"))
+    m.close()
+    loaded = Manifest(path)
+    loaded.load()
+    assert loaded.latest("a", "s1", "chat")["status"] == "exported"  # type: ignore[index]
+    assert loaded.latest("a", "s1", "summary")["status"] == "unavailable"  # type: ignore[index]
+    assert loaded.latest("a", "s2", "chat") is None
+    loaded.close()
+
+
+def test_a_torn_last_line_is_ignored_and_not_glued_to_the_next(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A line cut by kill -9 is reported with its number; the next run starts a fresh line."""
+    path = tmp_path / "m.jsonl"
+    good = json.dumps(rec("a", "s1"))
+    path.write_text(good + "\n" + good[:40])
+    m = Manifest(path)
+    with caplog.at_level(logging.WARNING):
+        m.load()
+    assert "line 2 is incomplete" in caplog.text
+    m.open_for_append()
+    m.append(rec("a", "s2"))
+    m.close()
+    lines = path.read_text().splitlines()
+    assert lines[1] == good[:40] and json.loads(lines[2])["session_id"] == "s2"
+
+
+def test_garbage_and_unknown_status_are_reported_by_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A garbage line and an unknown status are named by line number; the run goes on."""
+    path = tmp_path / "m.jsonl"
+    odd = dict(rec("a", "s2"), status="archived?")
+    path.write_text("\n".join([json.dumps(rec("a", "s1")), "{not json", json.dumps(odd),
+                               json.dumps({"hello": 1})]) + "\n")
+    m = Manifest(path)
+    with caplog.at_level(logging.WARNING):
+        m.load()
+    assert "line 2 is not valid JSON" in caplog.text
+    assert "line 3 has unknown status 'archived?'" in caplog.text
+    assert "line 4 has no app_id/session_id" in caplog.text
+    assert m.damaged_lines == 3
+    assert m.latest("a", "s1", "chat") is not None
+    latest = m.latest("a", "s2", "chat")
+    assert latest is not None and latest["status"] == "archived?"  # not DONE: exported again
+    m.close()
+
+
+def test_error_records_hold_kind_message_and_status(tmp_path: Path) -> None:
+    """A failed unit's `error` is {kind, message, http_status}."""
+    r = record(app_id="a", session_id="s", kind="chat", status="failed", run_id="r",
+               error=PermanentError("HTTP 404: Session not found", http_status=404))
+    assert r["error"] == {"kind": "permanent", "message": "HTTP 404: Session not found",
+                          "http_status": 404}
+    assert r["path"] is None and r["bytes"] is None and r["sha256"] is None
