@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import secrets
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -62,19 +63,10 @@ def remove_stale_temps(out_dir: Path) -> int:
             entries = list(os.scandir(top.path))
         for entry in entries:
             if entry.is_file(follow_symlinks=False) and is_temp_name(entry.name):
-                with _ignore_missing():
+                with suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
     return removed
-
-
-class _ignore_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> bool:
-        return isinstance(e, FileNotFoundError)
 
 
 def disk_error(exc: OSError, path: Path) -> DiskError | None:
@@ -129,7 +121,7 @@ class Downloader:
                     raise IncompleteDownload(f"download incomplete: {msg}") from None
                 raise TransientError(f"download failed: {msg}") from None
         finally:
-            with _ignore_missing():
+            with suppress(FileNotFoundError):
                 tmp.unlink()
 
     async def _refuse(self, resp: aiohttp.ClientResponse, link: Link) -> None:
