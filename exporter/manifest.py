@@ -103,32 +103,25 @@ class Manifest:
         if self._reader is None:
             self._reader = open(self.path, "rb")  # noqa: SIM115 - kept open for the run
         self._reader.seek(offset)
-        try:
-            rec = json.loads(self._reader.readline())
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if not isinstance(rec, dict):
-            return None
-        rec.setdefault("kind", "chat")
+        rec = _decode(self._reader.readline())
         # A 64-bit key can collide: trust the line only if it names this very unit.
-        if (rec.get("app_id"), rec.get("session_id"), rec.get("kind")) != (app_id, session_id,
-                                                                             kind):
+        if rec is None or (rec["app_id"], rec["session_id"], rec["kind"]) != (
+                app_id, session_id, kind):
             return None
         return rec
 
     def iter_latest(self) -> Iterator[dict[str, Any]]:
-        """Every unit's last line, in file order of those lines."""
-        for offset in sorted(v for _, v in self.index.items()):
-            if self._reader is None:
-                self._reader = open(self.path, "rb")  # noqa: SIM115 - kept open for the run
-            self._reader.seek(offset)
-            try:
-                rec = json.loads(self._reader.readline())
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(rec, dict):
-                rec.setdefault("kind", "chat")
-                yield rec
+        """Every unit's last line, in file order: one sequential pass, nothing collected."""
+        if not self.index:
+            return
+        with open(self.path, "rb") as fh:
+            offset = 0
+            for raw in fh:
+                here, offset = offset, offset + len(raw)
+                rec = _decode(raw)
+                if rec is not None and self.index.get(
+                        unit_key(rec["app_id"], rec["session_id"], rec["kind"])) == here:
+                    yield rec
 
     def open_for_append(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,3 +155,16 @@ class Manifest:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    """A manifest line as a dict with its ids and kind, or None if it is not one."""
+    try:
+        rec = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not (isinstance(rec, dict) and isinstance(rec.get("app_id"), str)
+            and isinstance(rec.get("session_id"), str)):
+        return None
+    rec.setdefault("kind", "chat")
+    return rec

@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,18 +59,25 @@ def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) ->
     finally:
         manifest.close()
     manifest_abs = manifest_path.resolve()
-    for root, dirs, files in os.walk(out_dir):
-        dirs.sort()
-        for name in sorted(files):
-            if name.startswith(".rtk-export"):
-                continue
-            path = Path(root, name)
-            if path.resolve() == manifest_abs:
-                continue
-            rel = path.relative_to(out_dir).as_posix()
-            if key_of(rel) not in named:
-                found.untracked.append(rel)
+    for path in _files(out_dir):
+        if path.name.startswith(".rtk-export") or path.resolve() == manifest_abs:
+            continue
+        rel = path.relative_to(out_dir).as_posix()
+        if key_of(rel) not in named:
+            found.untracked.append(rel)
     return found
+
+
+def _files(top: Path) -> Iterator[Path]:
+    """Every regular file under `top`, streamed (os.walk would list a whole folder first)."""
+    stack = [top]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path)
 
 
 def main(argv: Sequence[str]) -> int:
