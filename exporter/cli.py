@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__
 from exporter.config import (
@@ -35,6 +36,9 @@ sessions: paced under the API rate limit, retried, stored atomically, recorded i
 resumable. The token comes from CLOUDFLARE_API_TOKEN only.
 
   rtk-export SESSIONS --out DIR [options]     export the pairs listed in SESSIONS ('-' = stdin)
+  rtk-export --app APP_ID [--app ...] [--since WHEN] [--until WHEN] --out DIR [options]
+                                              list each app's sessions started in [since,
+                                              until) and export the ENDED ones
   rtk-export demo [--out DIR]                 a real export against the built-in local stand-in
   rtk-export verify DIR [--manifest PATH]     re-hash the archive against its manifest
 """
@@ -57,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100))
     p.add_argument("sessions", metavar="SESSIONS", nargs="?",
                    help="file of 'APP_ID SESSION_ID' lines, or '-' for standard input")
+    p.add_argument("--app", metavar="APP_ID", action="append", default=[],
+                   help="discover the sessions of this app instead of reading SESSIONS "
+                   "(repeatable)")
+    p.add_argument("--since", metavar="WHEN",
+                   help="with --app: sessions started at or after WHEN: RFC 3339, a date "
+                   "(midnight UTC), a span back from now (36h, 7d) or last-run (default: "
+                   "last-run if there was one, else 7d)")
+    p.add_argument("--until", metavar="WHEN",
+                   help="with --app: sessions started before WHEN (default now)")
     p.add_argument("--out", metavar="DIR", required=True,
                    help="where CSVs and the manifest go (created if missing)")
     p.add_argument("--manifest", metavar="PATH", help="manifest file (default DIR/manifest.jsonl)")
@@ -109,11 +122,20 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     base_url = args.base_url or environ.get("CLOUDFLARE_BASE_URL") or DEFAULT_BASE_URL
     if not base_url.startswith(("https://", "http://")):
         raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
-    if args.sessions is None:
-        raise UsageError("SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'")
-    if args.sessions != "-" and not os.path.isfile(args.sessions):
+    apps = tuple(dict.fromkeys(args.app))
+    if args.sessions is not None and apps:
+        raise UsageError("SESSIONS and --app do not combine: export a list, or discover by app")
+    if args.sessions is None and not apps:
+        raise UsageError("SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'; "
+                         "or discover sessions with --app APP_ID")
+    if apps:
+        check_discovery(apps, args.since, args.until)
+    elif args.since or args.until:
+        raise UsageError("--since and --until select sessions to discover: use them with --app")
+    if args.sessions is not None and args.sessions != "-" and not os.path.isfile(args.sessions):
         raise UsageError(f"SESSIONS file not found: {args.sessions}")
-    if args.sessions != "-" and not os.access(args.sessions, os.R_OK):
+    if (args.sessions is not None and args.sessions != "-"
+            and not os.access(args.sessions, os.R_OK)):
         raise UsageError(f"SESSIONS file is not readable: {args.sessions}")
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
@@ -140,12 +162,39 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     manifest = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
     return Settings(
         token=token, account_id=account, base_url=base_url, sessions=args.sessions,
+        apps=apps, since=args.since, until=args.until,
         out_dir=out, manifest_path=manifest, concurrency=args.concurrency, rate=rate,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         timeouts=Timeouts(connect=args.connect_timeout, api=args.request_timeout,
                           read=args.read_timeout),
         kinds=tuple(dict.fromkeys(kinds)), transcript_format=args.transcript_format,
         dry_run=args.dry_run, max_duration=max_duration)
+
+
+def check_discovery(apps: tuple[str, ...], since: str | None, until: str | None) -> None:
+    """App ids as SESSIONS checks them; WHEN texts that parse; a window that is not empty."""
+    from datetime import UTC, datetime
+
+    from exporter.discovery import parse_when
+    from exporter.sessions import app_id_problem
+
+    for app in apps:
+        if problem := app_id_problem(app):
+            raise UsageError(f"--app: {problem}")
+    now = datetime.now(UTC)
+    moments = {}
+    for name, text in (("since", since), ("until", until)):
+        if text is None:
+            continue
+        try:
+            moments[name] = parse_when(text, now)
+        except ValueError as exc:
+            raise UsageError(f"--{name}: {exc}") from None
+    if until is not None and moments["until"] is None:
+        raise UsageError("--until last-run means nothing: last-run is a --since")
+    start, end = moments.get("since"), moments.get("until")
+    if start is not None and end is not None and start >= end:
+        raise UsageError(f"--since {since} is not before --until {until}: the window is empty")
 
 
 def check_writable(settings: Settings) -> None:
@@ -204,6 +253,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     """Run the export under DIR's lock and report it; returns the exit code."""
     import anyio
 
+    from exporter.discovery import export_discovered
     from exporter.lock import DirLock, Locked
     from exporter.pipeline import Run
     from exporter.progress import LogReporter, RichReporter
@@ -219,11 +269,18 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     show_bar = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     reporter = (RichReporter(settings.rate.requests / settings.rate.seconds) if show_bar
                 else LogReporter())
+    discovery = None
     try:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         with DirLock(settings.out_dir):
             run = Run(settings, reporter=reporter)
-            result = anyio.run(run.run, backend="asyncio")
+            if settings.apps:
+                discovery = new_discovery(settings, run, args)
+                result = anyio.run(export_discovered, run, discovery, backend="asyncio")
+                if not settings.dry_run:
+                    discovery.commit(discovery_exit_code(result, discovery))
+            else:
+                result = anyio.run(run.run, backend="asyncio")
     except Locked as exc:
         log.error("rtk-export: %s", exc, extra={"event": "locked", "pid": exc.pid})
         return EXIT_LOCKED
@@ -235,16 +292,16 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         log.critical("rtk-export: internal error, the run stopped: %s: %s",
                      type(exc).__name__, exc, extra={"event": "internal_error"})
         return EXIT_STOPPED
-    code = exit_code(result)
+    code = exit_code(result) if discovery is None else discovery_exit_code(result, discovery)
     if settings.dry_run:
-        plan = result.plan
-        needed = plan.get("export", 0)
-        per_second = settings.rate.requests / settings.rate.seconds
-        log.info("plan: %d to export, %d to skip, %d invalid line(s); %d API requests at "
-                 "least, about %.0f s at --rate %s", needed, plan.get("skip", 0),
-                 result.invalid_lines, needed,
-                 max(0.0, (needed - settings.rate.requests) / per_second), settings.rate,
-                 extra={"event": "plan"})
+        # The plan is what --dry-run asks for: standard output, unless --summary-json - holds
+        # it; then plan lines in the chosen log format on stderr.
+        text = plan_text(settings, result, discovery)
+        if getattr(args, "summary_json", None) == "-":
+            for line in text.splitlines():
+                log.info("%s", line.strip(), extra={"event": "plan"})
+        else:
+            print(text, flush=True)
     else:
         log.info("summary: %s", summary_text(result), extra={"event": "summary"})
     if result.fatal is not None:
@@ -255,6 +312,57 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         path = Path(args.metrics_file)
         write_atomic(path, metrics_text(result, code, previous_success(path)))
     return code
+
+
+def new_discovery(settings: Settings, run: Any, args: argparse.Namespace) -> Any:
+    """Discovery for this run, sharing its rate budget and counters; `now` is its start."""
+    from datetime import UTC, datetime
+
+    from exporter.discovery import Discovery
+    from exporter.runstate import RunState
+
+    now = getattr(args, "now", None) or datetime.now(UTC)
+    return Discovery(settings, pacer=run.pacer, stats=run.stats,
+                     state=RunState.load(settings.out_dir), now=now)
+
+
+def discovery_exit_code(result: object, discovery: Any) -> int:
+    """As for SESSIONS, and 1 where a listing or a lookup failed (something may be missed)."""
+    code = exit_code(result)
+    return EXIT_FAILED if code == EXIT_OK and discovery.problems else code
+
+
+def plan_text(settings: Settings, result: Any, discovery: Any) -> str:
+    """--dry-run: units to export and skip by kind, invalid lines, requests, time at --rate."""
+    from exporter.runstate import rfc3339
+
+    plan = result.plan
+
+    def by_kind(what: str) -> str:
+        parts = [f"{k} {plan[f'{what}:{k}']}" for k in settings.kinds if plan.get(f"{what}:{k}")]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    needed, made = plan.get("export", 0), result.stats.api_requests
+    per_second = settings.rate.requests / settings.rate.seconds
+    eta = max(0.0, (made + needed - settings.rate.requests) / per_second)
+    lines = [f"plan: {needed} to export{by_kind('export')}, {plan.get('skip', 0)} to skip"
+             f"{by_kind('skip')} (already exported, intact), {result.invalid_lines} invalid "
+             "line(s)"]
+    if discovery is not None:
+        for app, r in discovery.reports.items():
+            lines.append(f"  app {app}: sessions started in [{rfc3339(r.since)}, "
+                         f"{rfc3339(r.until)}): {r.listed} listed in {r.pages} page(s), "
+                         f"{r.ended} ENDED (breakout rooms included), {r.live} LIVE (not "
+                         f"exported, remembered), {r.looked_up} remembered LIVE looked up"
+                         + ("" if r.complete else "; LISTING INCOMPLETE"))
+        if discovery.failed_retried:
+            lines.append(f"  {discovery.failed_retried} pair(s) that failed in the last 7 days "
+                         "retried whatever the window")
+    lines.append(f"API requests: {made} made for this plan (listing, lookups); at least "
+                 f"{needed} to export (one URL per unit; retries and expired URLs add more)")
+    lines.append(f"estimated time at --rate {settings.rate}: about {eta:.0f} s"
+                 + (" (within the burst)" if eta == 0 else ""))
+    return "\n".join(lines)
 
 
 DEMO_PAIRS = """\
