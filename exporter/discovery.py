@@ -216,8 +216,9 @@ class Discovery:
                 report.problems += 1
                 log.error("listing the sessions of app %s broke off: %s", app, exc.message,
                           extra={"event": "listing_failed", "app_id": app})
-            log.info("app %s: %d session(s) in %d page(s) started in [%s, %s): %d ENDED to "
-                     "export, %d LIVE remembered", app, report.listed, report.pages,
+            log.info("app %s: %d session(s) listed in %d page(s), started in [%s, %s); "
+                     "%d ENDED handed to the export (breakout rooms and remembered sessions "
+                     "included), %d LIVE remembered", app, report.listed, report.pages,
                      rfc3339(report.since), rfc3339(report.until), report.ended, report.live,
                      extra={"event": "listed", "app_id": app})
 

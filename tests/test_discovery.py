@@ -201,8 +201,8 @@ async def test_a_server_ignoring_page_no_does_not_loop(standin, tmp_path: Path, 
     assert disc.reports["app1"].problems == 1
 
 
-async def test_downloads_start_before_the_last_page_is_listed(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_downloads_start_before_the_last_page_is_listed(  # type: ignore[no-untyped-def]
+        standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pairs flow into the export as pages arrive: the first download precedes the last page."""
     monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
     async with standin(sessions=ended(40)) as server:
@@ -225,8 +225,8 @@ async def test_the_window_is_half_open_and_sent_to_the_api(standin, tmp_path: Pa
                 SessionSpec("app1", "last", until - timedelta(seconds=1)),
                 SessionSpec("app1", "at-until", until))
     async with standin(sessions=sessions) as server:
-        result, _, code = await discover(server, tmp_path / "out", since=since.isoformat(),
-                                         until=until.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        _, _, code = await discover(server, tmp_path / "out", since=since.isoformat(),
+                                    until=until.strftime("%Y-%m-%dT%H:%M:%SZ"))
         query = listings(server)[0]
     assert code == 0 and exported(tmp_path / "out") == {"first", "last"}
     assert parse_when(query["start_time"], NOW) == since
