@@ -358,8 +358,9 @@ def plan_text(settings: Settings, result: Any, discovery: Any) -> str:
         if discovery.failed_retried:
             lines.append(f"  {discovery.failed_retried} pair(s) that failed in the last 7 days "
                          "retried whatever the window")
-    lines.append(f"API requests: {made} made for this plan (listing, lookups); at least "
-                 f"{needed} to export (one URL per unit; retries and expired URLs add more)")
+    made_text = f"{made} made to list sessions, " if discovery is not None else ""
+    lines.append(f"API requests: {made_text}at least {needed} to export (one URL per unit; "
+                 "retries and expired URLs add more)")
     lines.append(f"estimated time at --rate {settings.rate}: about {eta:.0f} s"
                  + (" (within the burst)" if eta == 0 else ""))
     return "\n".join(lines)

@@ -97,11 +97,10 @@ def failed_pairs(manifest: Path, apps: frozenset[str], not_before: datetime) -> 
 
 def page_of(body: bytes) -> tuple[list[Any], int | None]:
     """(sessions, paging.total_count or None) from a listing answer."""
-    data = _data(body)
+    doc, data = _envelope(body)
     sessions = data.get("sessions")
     if not isinstance(sessions, list):
         raise PermanentError("malformed listing: no data.sessions list", http_status=200)
-    doc = json.loads(body)
     paging = doc.get("paging") if isinstance(doc.get("paging"), dict) else data.get("paging")
     total = paging.get("total_count") if isinstance(paging, dict) else None
     ok = isinstance(total, int) and not isinstance(total, bool) and total >= 0
@@ -110,7 +109,7 @@ def page_of(body: bytes) -> tuple[list[Any], int | None]:
 
 def session_of(body: bytes) -> dict[str, Any]:
     """The session in a session-details answer: `data`, or `data.session` (older schema)."""
-    data = _data(body)
+    _, data = _envelope(body)
     inner = data.get("session")
     session = inner if isinstance(inner, dict) else data
     if not isinstance(session.get("id"), str):
@@ -118,7 +117,8 @@ def session_of(body: bytes) -> dict[str, Any]:
     return session
 
 
-def _data(body: bytes) -> dict[str, Any]:
+def _envelope(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the answer, its `data` object) of a successful answer; PermanentError otherwise."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -128,7 +128,7 @@ def _data(body: bytes) -> dict[str, Any]:
     data = doc.get("data")
     if not isinstance(data, dict):
         raise PermanentError("malformed API answer: no 'data' object", http_status=200)
-    return data
+    return doc, data
 
 
 @dataclass(slots=True)

@@ -276,6 +276,29 @@ async def test_a_remembered_session_is_looked_up_in_either_shape(standin, tmp_pa
     assert state(out)["apps"]["app1"]["live"] == []
 
 
+async def test_a_remembered_session_that_is_gone_is_forgotten(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A remembered session the API answers 404 for is dropped from the state, exit 0."""
+    out = tmp_path / "out"
+    out.mkdir()
+    st = RunState.load(out)
+    st.app("app1").live.add("gone")
+    st.save()
+    async with standin(sessions=ended(1), accept_any=False) as server:
+        _, disc, code = await discover(server, out)
+    assert code == 0 and disc.reports["app1"].looked_up == 1
+    assert state(out)["apps"]["app1"]["live"] == []
+
+
+async def test_a_refused_token_while_listing_stops_the_run(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A 401 on the listing stops the run (exit 2) after one request; last-run stays unset."""
+    async with standin(token="another-token") as server:
+        result, _, code = await discover(server, tmp_path / "out", apps=("app1", "app2"))
+        sent = len(server.state.records())
+    assert code == 2 and result is not None and result.fatal is not None
+    assert sent == 1
+    assert state(tmp_path / "out")["apps"]["app1"]["last_run"] is None
+
+
 async def test_failed_pairs_are_retried_whatever_the_window(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A pair whose last line is `failed` (under 7 days old) is retried by the next run even
     though the window no longer covers it; one of another app is not."""
