@@ -460,7 +460,7 @@ def demo_discovery(args: argparse.Namespace) -> int:
                      "chat,transcript,summary --out %s", day, a, b, out)
             code = max(code, run_export(settings, argparse.Namespace(
                 progress=args.progress, summary_json=None, metrics_file=None, now=when)))
-    print(f"demo: files in {out}/<app_id>/, manifest in {out}/manifest.jsonl, discovery state "
-          f"in {out}/.rtk-export-state.json; check them with: rtk-export verify {out}",
-          file=sys.stderr)
+    log.info("demo: files in %s/<app_id>/, manifest in %s/manifest.jsonl, discovery state in "
+             "%s/.rtk-export-state.json; check them with: rtk-export verify %s", out, out, out,
+             out)
     return code

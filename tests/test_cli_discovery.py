@@ -111,3 +111,16 @@ def test_demo_shows_discovery(tmp_path: Path) -> None:
     verify = subprocess.run([sys.executable, "-m", "exporter", "verify", str(out)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_dry_run_with_summary_on_stdout_logs_the_plan(server: StandinServer,
+                                                      tmp_path: Path) -> None:
+    """With --summary-json -, stdout holds the JSON object alone; the plan goes to stderr as
+    log lines in the chosen format."""
+    proc = run_cli(["--app", "app1", "--out", str(tmp_path / "out"), "--dry-run",
+                    "--summary-json", "-", "--log-format", "json"], cli_env(server.base_url))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["exit_code"] == 0
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    plan = [e["message"] for e in events if e["event"] == "plan"]
+    assert plan[0].startswith("plan: 2 to export (chat 2)")
