@@ -79,6 +79,8 @@ def failed_pairs(manifest: Path, apps: frozenset[str], not_before: datetime) -> 
         return []
     with fh:
         for raw in fh:
+            if not failed and b'"failed"' not in raw:
+                continue  # nothing to retry yet, nothing to cancel: no need to parse
             try:
                 rec = json.loads(raw)
             except (ValueError, UnicodeDecodeError):

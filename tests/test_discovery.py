@@ -385,6 +385,28 @@ async def test_default_since_is_last_run_minus_24h_else_7d(standin, tmp_path: Pa
     assert starts == [NOW - 7 * D, NOW - D, NOW + 5 * H, NOW + 3 * H - D]
 
 
+@pytest.mark.parametrize("code", [2, 3, 130, 143])
+async def test_a_run_cut_short_adds_live_sessions_but_moves_nothing_else(
+        standin, tmp_path: Path, code: int) -> None:  # type: ignore[no-untyped-def]
+    """After exit 2, 3, 130 or 143 the LIVE sessions seen are added, but last-run stays and
+    no remembered session is dropped (its pairs may not have been exported)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    st = RunState.load(out)
+    st.app("app1").live.add("was-live")
+    st.save()
+    sessions = (SessionSpec("app1", "was-live", NOW - H),
+                SessionSpec("app1", "now-live", NOW - H, status="LIVE"))
+    async with standin(sessions=sessions, accept_any=False) as server:
+        settings = make_settings(server, out, apps=("app1",))
+        run = Run(settings, handle_signals=False)
+        disc = Discovery(settings, pacer=run.pacer, stats=run.stats, state=RunState.load(out),
+                         now=NOW)
+        await export_discovered(run, disc)
+    disc.commit(code)
+    assert state(out)["apps"]["app1"] == {"last_run": None, "live": ["now-live", "was-live"]}
+
+
 async def test_dry_run_lists_but_requests_no_url_and_writes_nothing(standin,  # type: ignore[no-untyped-def]
                                                                     tmp_path: Path) -> None:
     """--dry-run lists the sessions and plans per kind; no URL request, no manifest, no state."""
