@@ -261,7 +261,7 @@ class Discovery:
         # pages already read, and those nearest the 7-day chat retention are exported first.
         query = {"start_time": rfc3339(report.since), "end_time": rfc3339(report.until),
                  "per_page": str(PER_PAGE), "sort_by": "createdAt", "sort_order": "ASC"}
-        seen, previous = 0, None
+        seen, previous, page_size = 0, None, PER_PAGE
         for page_no in range(1, MAX_PAGES + 1):
             params = {**query, "page_no": str(page_no)}
 
@@ -273,8 +273,13 @@ class Discovery:
             report.pages += 1
             ids = [s.get("id") if isinstance(s, dict) else None for s in sessions]
             if ids and ids == previous:
+                if total is None and page_no == 2 and page_size < PER_PAGE:
+                    break  # page 1 was short, so it held everything: nothing is missing
                 raise PermanentError(f"page {page_no} repeats page {page_no - 1}: the server "
                                      "seems to ignore page_no; later sessions may be missing")
+            if page_no == 2 and sessions and page_size < PER_PAGE:
+                log.info("app %s: the server serves %d sessions a page, not %d", app,
+                         page_size, PER_PAGE)
             previous = ids
             seen += len(sessions)
             for session in sessions:
@@ -282,12 +287,19 @@ class Discovery:
                 if isinstance(session, dict) and self._in_window(session, report):
                     for pair in self._take(app, session, report):
                         yield pair
-            # paging is optional: without total_count, a short or empty page is the last.
-            if not sessions or (seen >= total if total is not None
-                                else len(sessions) < PER_PAGE):
-                report.complete = True
-                return
-        raise PermanentError(f"more than {MAX_PAGES} pages of sessions: gave up")
+            if not sessions or (total is not None and seen >= total):
+                break
+            if total is None:
+                # The paging fields are optional: then a short page is the last one, except a
+                # short first page, which may be a server capping per_page silently: page 2
+                # tells (empty: it was all; more: the cap is the page size from now on).
+                if page_no == 1 and len(sessions) < PER_PAGE:
+                    page_size = len(sessions)
+                elif len(sessions) < page_size:
+                    break
+        else:
+            raise PermanentError(f"more than {MAX_PAGES} pages of sessions: gave up")
+        report.complete = True
 
     @staticmethod
     def _in_window(session: dict[str, Any], report: AppReport) -> bool:

@@ -123,6 +123,8 @@ def test_bad_when_is_refused_naming_it(text: str, words: str) -> None:
     (10, False, 2),  # an exact multiple of per_page: total_count says when to stop
     (10, True, 3),  # the same without paging fields: the empty third page stops it
     (12, True, 3),  # a short last page stops it
+    (3, False, 1),  # one short page, counted
+    (3, True, 2),  # one short page, uncounted: page 2 checks that per_page was not capped
     (0, False, 1),  # an app with no session in the window
     (0, True, 1),
 ])
@@ -148,6 +150,30 @@ async def test_a_server_capping_per_page_is_paged_by_total_count(standin, tmp_pa
         result, _, code = await discover(server, tmp_path / "out")
         assert len(listings(server)) == 3
     assert code == 0 and result is not None and result.stats.counts == {"exported": 23}
+
+
+async def test_a_silent_cap_without_paging_fields_is_learnt(  # type: ignore[no-untyped-def]
+        standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without paging fields, a short first page is checked with page 2: a server that caps
+    per_page silently is then paged at its own size, to the end."""
+    monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
+    async with standin(sessions=ended(8), max_per_page=3, omit_paging=True) as server:
+        result, _, code = await discover(server, tmp_path / "out")
+        assert [q["page_no"] for q in listings(server)] == ["1", "2", "3"]
+    assert code == 0 and result is not None and result.stats.counts == {"exported": 8}
+
+
+async def test_a_short_first_page_repeated_is_not_an_error(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server ignoring page_no, with everything on a short first page, misses nothing."""
+    monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
+    page = {"success": True, "data": {"sessions": [s.to_json("org") for s in ended(2)]}}
+    async with standin(sessions=ended(2)) as server:
+        server.script(server.api_path("app1"), *[CannedResponse(200, body=page)] * 3)
+        result, disc, code = await discover(server, tmp_path / "out")
+        assert len(listings(server)) == 2
+    assert code == 0 and result is not None and result.stats.counts == {"exported": 2}
+    assert disc.reports["app1"].complete
 
 
 async def test_a_failing_page_is_retried_like_any_request(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
