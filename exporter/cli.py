@@ -39,7 +39,7 @@ resumable. The token comes from CLOUDFLARE_API_TOKEN only.
   rtk-export --app APP_ID [--app ...] [--since WHEN] [--until WHEN] --out DIR [options]
                                               list each app's sessions started in [since,
                                               until) and export the ENDED ones
-  rtk-export demo [--out DIR]                 a real export against the built-in local stand-in
+  rtk-export demo [--discover] [--out DIR]    a real export against the built-in local stand-in
   rtk-export verify DIR [--manifest PATH]     re-hash the archive against its manifest
 """
 
@@ -192,9 +192,10 @@ def check_discovery(apps: tuple[str, ...], since: str | None, until: str | None)
             raise UsageError(f"--{name}: {exc}") from None
     if until is not None and moments["until"] is None:
         raise UsageError("--until last-run means nothing: last-run is a --since")
-    start, end = moments.get("since"), moments.get("until")
-    if start is not None and end is not None and start >= end:
-        raise UsageError(f"--since {since} is not before --until {until}: the window is empty")
+    start, end = moments.get("since"), moments.get("until") or now
+    if start is not None and start >= end:
+        raise UsageError(f"--since {since} is not before --until {until or 'now'}: the window "
+                         "is empty")
 
 
 def check_writable(settings: Settings) -> None:
