@@ -117,24 +117,25 @@ def test_kill_9_mid_discovery_then_rerun_loses_nothing(tmp_path: Path) -> None:
     config = StandinConfig(token=TOKEN, account_id=ACCOUNT, slow_seconds=0.05,
                            sessions=catalogue, accept_any=False,
                            faults=FaultRates(download_slow=1.0, api_slow=0.5))
+    out = tmp_path / "out"
+    args = ["--app", "app1", "--out", str(out), "--concurrency", "8"]
     with standin_in_thread(config) as srv:
-        out = tmp_path / "out"
-        args = ["--app", "app1", "--out", str(out), "--concurrency", "8"]
         proc = start(args, cli_env(srv.base_url))
         wait_for_lines(out / "manifest.jsonl", 20, proc)
         proc.kill()
         proc.communicate(timeout=30)
-        assert not (out / STATE_NAME).exists()
-        done_before = {x["session_id"] for x in manifest_lines_tolerant(out / "manifest.jsonl")}
-        seen = len(srv.state.records("download"))
+    assert not (out / STATE_NAME).exists()
+    done_before = {x["session_id"] for x in manifest_lines_tolerant(out / "manifest.jsonl")}
+    # A second stand-in, same catalogue and bytes: its records are the rerun's alone.
+    with standin_in_thread(config) as srv:
         rerun = run_cli(args, cli_env(srv.base_url))
         assert rerun.returncode == 0, rerun.stderr
-        again = [r.path for r in srv.state.records("download")[seen:]]
+        again = sorted(r.path for r in srv.state.records("download"))
         for spec in catalogue[:-1]:
             path = out / "app1" / f"{spec.session_id}.csv"
             assert path.read_bytes() == srv.expected_body("app1", spec.session_id)
     assert leftovers(out) == []
-    assert not any(f"/app1/{s}/" in p for p in again for s in done_before)
-    assert len(again) == 120 - len(done_before)
+    assert again == sorted(f"/downloads/app1/{spec.session_id}/chat.csv"
+                           for spec in catalogue[:-1] if spec.session_id not in done_before)
     state = json.loads((out / STATE_NAME).read_text())["apps"]["app1"]
     assert state["live"] == ["live"] and state["last_run"] is not None
