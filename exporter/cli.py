@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__
 from exporter.config import (
@@ -35,7 +36,10 @@ sessions: paced under the API rate limit, retried, stored atomically, recorded i
 resumable. The token comes from CLOUDFLARE_API_TOKEN only.
 
   rtk-export SESSIONS --out DIR [options]     export the pairs listed in SESSIONS ('-' = stdin)
-  rtk-export demo [--out DIR]                 a real export against the built-in local stand-in
+  rtk-export --app APP_ID [--app ...] [--since WHEN] [--until WHEN] --out DIR [options]
+                                              list each app's sessions started in [since,
+                                              until) and export the ENDED ones
+  rtk-export demo [--discover] [--out DIR]    a real export against the built-in local stand-in
   rtk-export verify DIR [--manifest PATH]     re-hash the archive against its manifest
 """
 
@@ -57,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100))
     p.add_argument("sessions", metavar="SESSIONS", nargs="?",
                    help="file of 'APP_ID SESSION_ID' lines, or '-' for standard input")
+    p.add_argument("--app", metavar="APP_ID", action="append", default=[],
+                   help="discover the sessions of this app instead of reading SESSIONS "
+                   "(repeatable)")
+    p.add_argument("--since", metavar="WHEN",
+                   help="with --app: sessions started at or after WHEN: RFC 3339, a date "
+                   "(midnight UTC), a span back from now (36h, 7d) or last-run (default: "
+                   "last-run if there was one, else 7d)")
+    p.add_argument("--until", metavar="WHEN",
+                   help="with --app: sessions started before WHEN (default now)")
     p.add_argument("--out", metavar="DIR", required=True,
                    help="where CSVs and the manifest go (created if missing)")
     p.add_argument("--manifest", metavar="PATH", help="manifest file (default DIR/manifest.jsonl)")
@@ -109,11 +122,20 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     base_url = args.base_url or environ.get("CLOUDFLARE_BASE_URL") or DEFAULT_BASE_URL
     if not base_url.startswith(("https://", "http://")):
         raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
-    if args.sessions is None:
-        raise UsageError("SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'")
-    if args.sessions != "-" and not os.path.isfile(args.sessions):
+    apps = tuple(dict.fromkeys(args.app))
+    if args.sessions is not None and apps:
+        raise UsageError("SESSIONS and --app do not combine: export a list, or discover by app")
+    if args.sessions is None and not apps:
+        raise UsageError("SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'; "
+                         "or discover sessions with --app APP_ID")
+    if apps:
+        check_discovery(apps, args.since, args.until)
+    elif args.since or args.until:
+        raise UsageError("--since and --until select sessions to discover: use them with --app")
+    if args.sessions is not None and args.sessions != "-" and not os.path.isfile(args.sessions):
         raise UsageError(f"SESSIONS file not found: {args.sessions}")
-    if args.sessions != "-" and not os.access(args.sessions, os.R_OK):
+    if (args.sessions is not None and args.sessions != "-"
+            and not os.access(args.sessions, os.R_OK)):
         raise UsageError(f"SESSIONS file is not readable: {args.sessions}")
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
@@ -140,12 +162,40 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     manifest = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
     return Settings(
         token=token, account_id=account, base_url=base_url, sessions=args.sessions,
+        apps=apps, since=args.since, until=args.until,
         out_dir=out, manifest_path=manifest, concurrency=args.concurrency, rate=rate,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         timeouts=Timeouts(connect=args.connect_timeout, api=args.request_timeout,
                           read=args.read_timeout),
         kinds=tuple(dict.fromkeys(kinds)), transcript_format=args.transcript_format,
         dry_run=args.dry_run, max_duration=max_duration)
+
+
+def check_discovery(apps: tuple[str, ...], since: str | None, until: str | None) -> None:
+    """App ids as SESSIONS checks them; WHEN texts that parse; a window that is not empty."""
+    from datetime import UTC, datetime
+
+    from exporter.discovery import parse_when
+    from exporter.sessions import app_id_problem
+
+    for app in apps:
+        if problem := app_id_problem(app):
+            raise UsageError(f"--app: {problem}")
+    now = datetime.now(UTC)
+    moments = {}
+    for name, text in (("since", since), ("until", until)):
+        if text is None:
+            continue
+        try:
+            moments[name] = parse_when(text, now)
+        except ValueError as exc:
+            raise UsageError(f"--{name}: {exc}") from None
+    if until is not None and moments["until"] is None:
+        raise UsageError("--until last-run means nothing: last-run is a --since")
+    start, end = moments.get("since"), moments.get("until") or now
+    if start is not None and start >= end:
+        raise UsageError(f"--since {since} is not before --until {until or 'now'}: the window "
+                         "is empty")
 
 
 def check_writable(settings: Settings) -> None:
@@ -204,6 +254,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     """Run the export under DIR's lock and report it; returns the exit code."""
     import anyio
 
+    from exporter.discovery import export_discovered
     from exporter.lock import DirLock, Locked
     from exporter.pipeline import Run
     from exporter.progress import LogReporter, RichReporter
@@ -219,11 +270,18 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     show_bar = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     reporter = (RichReporter(settings.rate.requests / settings.rate.seconds) if show_bar
                 else LogReporter())
+    discovery = None
     try:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         with DirLock(settings.out_dir):
             run = Run(settings, reporter=reporter)
-            result = anyio.run(run.run, backend="asyncio")
+            if settings.apps:
+                discovery = new_discovery(settings, run, args)
+                result = anyio.run(export_discovered, run, discovery, backend="asyncio")
+                if not settings.dry_run:
+                    discovery.commit(discovery_exit_code(result, discovery))
+            else:
+                result = anyio.run(run.run, backend="asyncio")
     except Locked as exc:
         log.error("rtk-export: %s", exc, extra={"event": "locked", "pid": exc.pid})
         return EXIT_LOCKED
@@ -235,16 +293,16 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         log.critical("rtk-export: internal error, the run stopped: %s: %s",
                      type(exc).__name__, exc, extra={"event": "internal_error"})
         return EXIT_STOPPED
-    code = exit_code(result)
+    code = exit_code(result) if discovery is None else discovery_exit_code(result, discovery)
     if settings.dry_run:
-        plan = result.plan
-        needed = plan.get("export", 0)
-        per_second = settings.rate.requests / settings.rate.seconds
-        log.info("plan: %d to export, %d to skip, %d invalid line(s); %d API requests at "
-                 "least, about %.0f s at --rate %s", needed, plan.get("skip", 0),
-                 result.invalid_lines, needed,
-                 max(0.0, (needed - settings.rate.requests) / per_second), settings.rate,
-                 extra={"event": "plan"})
+        # The plan is what --dry-run asks for: standard output, unless --summary-json - holds
+        # it; then plan lines in the chosen log format on stderr.
+        text = plan_text(settings, result, discovery)
+        if getattr(args, "summary_json", None) == "-":
+            for line in text.splitlines():
+                log.info("%s", line.strip(), extra={"event": "plan"})
+        else:
+            print(text, flush=True)
     else:
         log.info("summary: %s", summary_text(result), extra={"event": "summary"})
     if result.fatal is not None:
@@ -255,6 +313,58 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         path = Path(args.metrics_file)
         write_atomic(path, metrics_text(result, code, previous_success(path)))
     return code
+
+
+def new_discovery(settings: Settings, run: Any, args: argparse.Namespace) -> Any:
+    """Discovery for this run, sharing its rate budget and counters; `now` is its start."""
+    from datetime import UTC, datetime
+
+    from exporter.discovery import Discovery
+    from exporter.runstate import RunState
+
+    now = getattr(args, "now", None) or datetime.now(UTC)
+    return Discovery(settings, pacer=run.pacer, stats=run.stats,
+                     state=RunState.load(settings.out_dir), now=now)
+
+
+def discovery_exit_code(result: object, discovery: Any) -> int:
+    """As for SESSIONS, and 1 where a listing or a lookup failed (something may be missed)."""
+    code = exit_code(result)
+    return EXIT_FAILED if code == EXIT_OK and discovery.problems else code
+
+
+def plan_text(settings: Settings, result: Any, discovery: Any) -> str:
+    """--dry-run: units to export and skip by kind, invalid lines, requests, time at --rate."""
+    from exporter.runstate import rfc3339
+
+    plan = result.plan
+
+    def by_kind(what: str) -> str:
+        parts = [f"{k} {plan[f'{what}:{k}']}" for k in settings.kinds if plan.get(f"{what}:{k}")]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    needed, made = plan.get("export", 0), result.stats.api_requests
+    per_second = settings.rate.requests / settings.rate.seconds
+    eta = max(0.0, (made + needed - settings.rate.requests) / per_second)
+    lines = [f"plan: {needed} to export{by_kind('export')}, {plan.get('skip', 0)} to skip"
+             f"{by_kind('skip')} (already exported, intact), {result.invalid_lines} invalid "
+             "line(s)"]
+    if discovery is not None:
+        for app, r in discovery.reports.items():
+            lines.append(f"  app {app}: sessions started in [{rfc3339(r.since)}, "
+                         f"{rfc3339(r.until)}): {r.listed} listed in {r.pages} page(s), "
+                         f"{r.ended} ENDED (breakout rooms included), {r.live} LIVE (not "
+                         f"exported, remembered), {r.looked_up} remembered LIVE looked up"
+                         + ("" if r.complete else "; LISTING INCOMPLETE"))
+        if discovery.failed_retried:
+            lines.append(f"  {discovery.failed_retried} pair(s) that failed in the last 7 days "
+                         "retried whatever the window")
+    made_text = f"{made} made to list sessions, " if discovery is not None else ""
+    lines.append(f"API requests: {made_text}at least {needed} to export (one URL per unit; "
+                 "retries and expired URLs add more)")
+    lines.append(f"estimated time at --rate {settings.rate}: about {eta:.0f} s"
+                 + (" (within the burst)" if eta == 0 else ""))
+    return "\n".join(lines)
 
 
 DEMO_PAIRS = """\
@@ -274,6 +384,9 @@ def demo(argv: Sequence[str]) -> int:
                    help="where to put the export (default ./rtk-export-demo)")
     p.add_argument("--sessions", metavar="FILE", default="sessions.example.txt",
                    help="pairs to export (default sessions.example.txt, else a built-in list)")
+    p.add_argument("--discover", action="store_true",
+                   help="show discovery instead: list two apps by time, with transcripts and "
+                   "summaries, twice (a LIVE session ends between the runs)")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     args = p.parse_args(list(argv))
@@ -281,6 +394,8 @@ def demo(argv: Sequence[str]) -> int:
     from exporter.standin import FaultRates, StandinConfig, standin_in_thread
 
     logs.setup(args.log_format)
+    if args.discover:
+        return demo_discovery(args)
     out = Path(args.out)
     sessions = Path(args.sessions)
     if not sessions.is_file():
@@ -301,4 +416,52 @@ def demo(argv: Sequence[str]) -> int:
             progress=args.progress, summary_json=None, metrics_file=None))
     log.info("demo: files in %s/<app_id>/<session_id>.csv, manifest in %s/manifest.jsonl; "
              "check them with: rtk-export verify %s", out, out, out)
+    return code
+
+
+def demo_discovery(args: argparse.Namespace) -> int:
+    """Two discovery runs a day apart, as cron would make them, against the stand-in."""
+    from datetime import UTC, datetime, timedelta
+
+    from exporter.standin import FaultRates, SessionSpec, StandinConfig, standin_in_thread
+
+    now = datetime.now(UTC)
+    apps = ("4f2a9c1be07d4e6a9b3c5d7e8f901a2b", "9e0d7c6b5a4f4e3d2c1b0a9f8e7d6c5b")
+    a, b = apps
+    catalogue = (
+        SessionSpec(a, "1d8c6a0e-3b7f-4e2a-9c51-7f0e2d4b6a81", now - timedelta(hours=30)),
+        SessionSpec(a, "6b2e9f47-0c1d-4a8e-b3f5-2e7d9c0a1b54", now - timedelta(hours=20),
+                    breakout_rooms=(SessionSpec(a, "7c3f0a58-1d2e-4b9f-a4c6-3f8e0d1b2c65",
+                                                now - timedelta(hours=19, minutes=50)),)),
+        SessionSpec(a, "8d4a1b69-2e3f-4c0a-b5d7-4a9f1e2c3d76", now - timedelta(hours=2),
+                    has_transcript=False, has_summary=False),
+        SessionSpec(a, "9e5b2c70-3f4a-4d1b-86e8-5b0a2f3d4e87", now - timedelta(minutes=40),
+                    status="LIVE"),
+        SessionSpec(b, "2c4e6a80-1f3b-45d7-9e0a-b2c4d6e8f013", now - timedelta(hours=5),
+                    has_summary=False),
+    )
+    config = StandinConfig(token="demo-token", account_id="demo-account", seed=2026,  # noqa: S106
+                           sessions=catalogue, accept_any=False,
+                           faults=FaultRates(api_5xx=0.1, download_expired=0.1), retry_after=1)
+    out = Path(args.out)
+    code = EXIT_OK
+    with standin_in_thread(config) as server:
+        log.info("local RealtimeKit stand-in listening at %s", server.base_url)
+        settings = Settings(token=config.token, account_id=config.account_id,
+                            base_url=server.base_url, apps=apps, out_dir=out,
+                            manifest_path=out / "manifest.jsonl",
+                            kinds=("chat", "transcript", "summary"),
+                            retry=RetryPolicy(initial_backoff=0.05, max_backoff=0.5))
+        for day, when in enumerate((now, now + timedelta(days=1)), start=1):
+            if day == 2:
+                live = server.state.catalogue[(a, "9e5b2c70-3f4a-4d1b-86e8-5b0a2f3d4e87")]
+                live.status = "ENDED"
+                log.info("demo: the LIVE session has ended; next day's run (--since last-run)")
+            log.info("demo: run %d: rtk-export --app %s --app %s --include "
+                     "chat,transcript,summary --out %s", day, a, b, out)
+            code = max(code, run_export(settings, argparse.Namespace(
+                progress=args.progress, summary_json=None, metrics_file=None, now=when)))
+    log.info("demo: files in %s/<app_id>/, manifest in %s/manifest.jsonl, discovery state in "
+             "%s/.rtk-export-state.json; check them with: rtk-export verify %s", out, out, out,
+             out)
     return code

@@ -198,6 +198,20 @@ def no_hidden_retries(session: aiohttp.ClientSession) -> None:
         session._retry_connection = False
 
 
+async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, up to `limit` bytes (more is a PermanentError).
+
+    `StreamReader.read(n)` returns what has arrived, not n bytes: a listing page spread over
+    several TCP segments would otherwise be cut short and read as malformed JSON.
+    """
+    buf = bytearray()
+    while len(buf) <= limit and (chunk := await content.read(limit + 1 - len(buf))):
+        buf += chunk
+    if len(buf) > limit:
+        raise PermanentError(f"API answer larger than {limit} bytes: not a RealtimeKit answer")
+    return bytes(buf)
+
+
 class ApiClient:
     """The token-carrying session: every request paced by the shared Pacer, then mapped."""
 
@@ -225,10 +239,13 @@ class ApiClient:
         if self._session is not None:
             await self._session.close()
 
+    def sessions_url(self, app_id: str) -> str:
+        """The listing of an app's sessions."""
+        return f"{self._prefix}/{quote(app_id, safe='')}/sessions"
+
     def session_url(self, app_id: str, session_id: str, suffix: str = "") -> str:
         # Ids were checked against [A-Za-z0-9_-] by the reader; quoting is belt and braces.
-        return (f"{self._prefix}/{quote(app_id, safe='')}/sessions/"
-                f"{quote(session_id, safe='')}{suffix}")
+        return f"{self.sessions_url(app_id)}/{quote(session_id, safe='')}{suffix}"
 
     async def get_json(self, url: str, params: Mapping[str, str] | None = None) -> bytes:
         """One paced GET: the raw body of a 2xx answer, or the mapped ExportError raised."""
@@ -237,7 +254,7 @@ class ApiClient:
         self._stats.api_requests += 1
         try:
             async with self._session.get(url, params=params, allow_redirects=False) as resp:
-                body = await resp.content.read(MAX_API_BODY)
+                body = await _read_capped(resp.content, MAX_API_BODY)
                 status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientError(f"API request failed: {describe_exception(exc)}") from None

@@ -89,6 +89,10 @@ class Settings:
     out_dir: Path
     manifest_path: Path
     sessions: str | None = None
+    # Discovery instead of SESSIONS: the apps to list, and WHEN texts (None: the defaults).
+    apps: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = DEFAULT_CONCURRENCY
     rate: Rate = field(default_factory=lambda: Rate.parse(DEFAULT_RATE))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import signal
 import time
 import uuid
@@ -20,22 +19,15 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from exporter.client import ApiClient, Link
 from exporter.config import Settings
 from exporter.download import Downloader, Stored, remove_stale_temps
-from exporter.errors import (
-    ExportError,
-    FatalError,
-    LinkExpired,
-    RateLimited,
-    TransientError,
-    Unavailable,
-)
+from exporter.errors import ExportError, FatalError, LinkExpired, Unavailable
 from exporter.keyset import KeySet
 from exporter.manifest import DONE, Manifest, record, unit_key
 from exporter.ratelimit import Pacer
+from exporter.retry import Tally, with_retries
 from exporter.sessions import InvalidLine, Pair, open_sessions, read_pairs
 from exporter.stats import Stats
 
@@ -108,16 +100,13 @@ class RunResult:
 
 
 @dataclass(slots=True)
-class _Attempts:
-    """Per-unit retry state: the URL in hand, and failures counted by kind."""
+class _Attempts(Tally):
+    """Per-unit retry state: the URL in hand, HTTP requests spent, failures counted by kind."""
 
     link: Link | None = None
     fresh: bool = False
     had_link: bool = False
     http: int = 0
-    failures: int = 0
-    refreshes: int = 0
-    rate_limited: int = 0
 
 
 def _take(it: Iterator[Pair | InvalidLine], n: int) -> list[Pair | InvalidLine]:
@@ -211,17 +200,20 @@ class Run:
     async def _produce(self, items: AsyncIterator[Pair | InvalidLine],
                        send: ObjectSendStream[Unit]) -> None:
         async with send:
-            async for item in items:
-                if self._past_deadline():
-                    self._result.cut_short = True
-                    return
-                if isinstance(item, InvalidLine):
-                    self._invalid(item)
-                    continue
-                for kind in self.s.kinds:
-                    if self._seen.add(unit_key(item.app_id, item.session_id, kind)):
-                        self.stats.total = (self.stats.total or 0) + 1
-                        await send.send(Unit(item.app_id, item.session_id, kind))
+            try:
+                async for item in items:
+                    if self._past_deadline():
+                        self._result.cut_short = True
+                        return
+                    if isinstance(item, InvalidLine):
+                        self._invalid(item)
+                        continue
+                    for kind in self.s.kinds:
+                        if self._seen.add(unit_key(item.app_id, item.session_id, kind)):
+                            self.stats.total = (self.stats.total or 0) + 1
+                            await send.send(Unit(item.app_id, item.session_id, kind))
+            except FatalError as exc:  # the input itself may call the API (discovery)
+                self._stop(exc)
 
     def _invalid(self, item: InvalidLine) -> None:
         self._result.invalid_lines += 1
@@ -246,16 +238,19 @@ class Run:
                 try:
                     rec = await self._do(unit)
                 except FatalError as exc:
-                    if self._result.fatal is None:
-                        self._result.fatal = exc
-                        log.error("stopping the run: %s", exc.message)
-                    assert self._scope is not None
-                    self._scope.cancel()
+                    self._stop(exc)
                     return
                 finally:
                     self.stats.in_flight -= 1
                 if rec is not None:
                     self._finish(rec)
+
+    def _stop(self, exc: FatalError) -> None:
+        if self._result.fatal is None:
+            self._result.fatal = exc
+            log.error("stopping the run: %s", exc.message)
+        assert self._scope is not None
+        self._scope.cancel()
 
     def _finish(self, rec: dict[str, Any]) -> None:
         self.stats.counts[rec["status"]] += 1
@@ -272,13 +267,13 @@ class Run:
         if prior is not None and prior.get("status") in DONE and await anyio.to_thread.run_sync(
                 file_matches, final, prior.get("bytes"), prior.get("sha256")):
             if self.s.dry_run:
-                self._result.plan["skip"] = self._result.plan.get("skip", 0) + 1
+                self._plan("skip", unit)
                 return None
             return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
                           status="skipped", run_id=self.run_id, path=rel, size=prior["bytes"],
                           sha256=prior["sha256"])
         if self.s.dry_run:
-            self._result.plan["export"] = self._result.plan.get("export", 0) + 1
+            self._plan("export", unit)
             return None
         state = _Attempts()
         try:
@@ -299,6 +294,14 @@ class Run:
         return self._record(unit, "exported", state, path=rel, size=stored.size,
                             sha256=stored.sha256)
 
+    def _plan(self, what: str, unit: Unit) -> None:
+        """--dry-run: count the unit under `what` (and `what:kind`) instead of doing it."""
+        for key in (what, f"{what}:{unit.kind}"):
+            self._result.plan[key] = self._result.plan.get(key, 0) + 1
+        log.debug("plan: %s %s/%s %s", what, unit.app_id, unit.session_id, unit.kind,
+                  extra={"event": "plan", "app_id": unit.app_id,
+                         "session_id": unit.session_id, "kind": unit.kind})
+
     def _record(self, unit: Unit, status: str, state: _Attempts, *,
                 error: ExportError | None = None, path: str | None = None,
                 size: int | None = None, sha256: str | None = None) -> dict[str, Any]:
@@ -307,18 +310,8 @@ class Run:
                       path=path, size=size, sha256=sha256)
 
     async def _export(self, unit: Unit, final: Path, state: _Attempts) -> Stored:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=lambda rs: self._give_up(rs, state),
-            wait=lambda rs: self._backoff(rs, state),
-            before_sleep=self._count_retry,
-            sleep=anyio.sleep,
-            reraise=True,  # the manifest gets the real last error, never tenacity's RetryError
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._attempt(unit, final, state)
-        raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
+        return await with_retries(lambda: self._attempt(unit, final, state), self.s.retry,
+                                  state, self._count_retry)
 
     async def _attempt(self, unit: Unit, final: Path, state: _Attempts) -> Stored:
         assert self._api is not None and self._dl is not None
@@ -339,29 +332,5 @@ class Run:
             state.link = None
             raise
 
-    def _give_up(self, rs: RetryCallState, state: _Attempts) -> bool:
-        exc = rs.outcome.exception() if rs.outcome else None
-        policy = self.s.retry
-        if isinstance(exc, RateLimited):
-            # The pacer holds every request for the Retry-After; the unit is not to blame.
-            state.rate_limited += 1
-            return False
-        if isinstance(exc, LinkExpired):
-            state.refreshes += 1
-            return state.refreshes > policy.max_link_refreshes
-        state.failures += 1
-        return state.failures >= policy.max_attempts
-
-    def _backoff(self, rs: RetryCallState, state: _Attempts) -> float:
-        exc = rs.outcome.exception() if rs.outcome else None
-        if isinstance(exc, RateLimited | LinkExpired):
-            return 0.0
-        policy = self.s.retry
-        wait = min(policy.initial_backoff * 2.0 ** max(state.failures - 1, 0), policy.max_backoff)
-        wait *= 1 - 0.5 * random.random()  # noqa: S311 - jitter, not security
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            wait = max(wait, min(exc.retry_after, policy.max_retry_after))
-        return wait
-
-    def _count_retry(self, rs: RetryCallState) -> None:
+    def _count_retry(self) -> None:
         self.stats.retries += 1

@@ -139,6 +139,16 @@ def _parse(number: int, text: str) -> Pair | InvalidLine:
     return InvalidLine(number, reason, _kept(fields, 0), _kept(fields, 1))
 
 
+def app_id_problem(value: str) -> str | None:
+    """Why `value` cannot be an app id (as SESSIONS lines are checked), or None if it can."""
+    return _check_id("app id", value, MAX_APP_ID) if value else "app id is empty"
+
+
+def session_id_problem(value: str) -> str | None:
+    """Why `value` cannot be a session id, or None: ids from the API are checked like lines."""
+    return _check_id("session id", value, MAX_SESSION_ID) if value else "session id is empty"
+
+
 def _check_id(label: str, value: str, max_len: int) -> str | None:
     """Why `value` (non-empty) cannot be an id, or None if it can."""
     if bad := _BAD_CHAR.search(value):

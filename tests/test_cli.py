@@ -65,6 +65,15 @@ def test_sessions_from_stdin(live, tmp_path: Path) -> None:  # type: ignore[no-u
     (["S", "--out", "O", "--concurrency", "0"], None, "--concurrency"),
     (["S", "--out", "O", "--max-duration", "soon"], None, "'soon'"),
     (["S", "--out", "FILE/sub"], None, "cannot create"),
+    (["S", "--out", "O", "--app", "a1"], None, "SESSIONS and --app do not combine"),
+    (["--out", "O"], None, "SESSIONS is required"),
+    (["S", "--out", "O", "--since", "7d"], None, "use them with --app"),
+    (["--app", "a1", "--out", "O", "--since", "yesterday"], None, "'yesterday'"),
+    (["--app", "a1", "--out", "O", "--since", "2026-11-20T08:00"], None, "no time zone"),
+    (["--app", "a1", "--out", "O", "--until", "last-run"], None, "--until last-run"),
+    (["--app", "a1", "--out", "O", "--since", "1d", "--until", "2d"], None, "window is empty"),
+    (["--app", "../a1", "--out", "O"], None, "--app: app id"),
+    (["--app", "a1", "--out", "O", "--since", "2999-01-01"], None, "window is empty"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_line_before_any_request(
         live, tmp_path: Path, args: list[str], env_drop: str | None, words: str) -> None:  # type: ignore[no-untyped-def]

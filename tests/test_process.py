@@ -100,3 +100,42 @@ def manifest_lines_tolerant(path: Path) -> list[dict[str, object]]:
         except ValueError:
             continue
     return out
+
+
+def test_kill_9_mid_discovery_then_rerun_loses_nothing(tmp_path: Path) -> None:
+    """A discovery run killed with -9 leaves last-run unset; the rerun lists the same window,
+    exports the rest once, and only then records last-run and the LIVE session."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from exporter.runstate import STATE_NAME
+    from exporter.standin import SessionSpec
+
+    now = datetime.now(UTC)
+    catalogue = (*(SessionSpec("app1", f"s{i:03d}", now - timedelta(minutes=10 * i + 5))
+                   for i in range(120)), SessionSpec("app1", "live", now, status="LIVE"))
+    config = StandinConfig(token=TOKEN, account_id=ACCOUNT, slow_seconds=0.05,
+                           sessions=catalogue, accept_any=False,
+                           faults=FaultRates(download_slow=1.0, api_slow=0.5))
+    out = tmp_path / "out"
+    args = ["--app", "app1", "--out", str(out), "--concurrency", "8"]
+    with standin_in_thread(config) as srv:
+        proc = start(args, cli_env(srv.base_url))
+        wait_for_lines(out / "manifest.jsonl", 20, proc)
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert not (out / STATE_NAME).exists()
+    done_before = {x["session_id"] for x in manifest_lines_tolerant(out / "manifest.jsonl")}
+    # A second stand-in, same catalogue and bytes: its records are the rerun's alone.
+    with standin_in_thread(config) as srv:
+        rerun = run_cli(args, cli_env(srv.base_url))
+        assert rerun.returncode == 0, rerun.stderr
+        again = sorted(r.path for r in srv.state.records("download"))
+        for spec in catalogue[:-1]:
+            path = out / "app1" / f"{spec.session_id}.csv"
+            assert path.read_bytes() == srv.expected_body("app1", spec.session_id)
+    assert leftovers(out) == []
+    assert again == sorted(f"/downloads/app1/{spec.session_id}/chat.csv"
+                           for spec in catalogue[:-1] if spec.session_id not in done_before)
+    state = json.loads((out / STATE_NAME).read_text())["apps"]["app1"]
+    assert state["live"] == ["live"] and state["last_run"] is not None
