@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token"  # noqa: S105 - the stand-in's, not a secret
+TOKEN = "bench-token"
 
 
 def start_standin() -> tuple[subprocess.Popen[str], str]:
