@@ -227,8 +227,43 @@ def exit_code(result: object) -> int:
     return EXIT_OK
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM outside the run's own signal watcher (start-up, the final reports).
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def catch_signals() -> None:
+    """Turn SIGINT/SIGTERM into Interrupted, so that they exit 130/143, never a bare kill.
+
+    Called again after the event loop ends: asyncio puts the default handlers back when the
+    run's signal watcher closes.
+    """
+    for signum in EXIT_SIGNAL:
+        signal.signal(signum, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    catch_signals()
+    try:
+        return _main(argv)
+    except Interrupted as exc:
+        return EXIT_SIGNAL[signal.Signals(exc.signum)]
+    except KeyboardInterrupt:
+        return EXIT_SIGNAL[signal.SIGINT]
+
+
+def _main(argv: list[str]) -> int:
     # A full disk under RLIMIT_FSIZE must be an EFBIG error we can report, not a silent kill.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if argv[:1] == ["demo"]:
@@ -246,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable(settings)
     except UsageError as exc:
         log.error("rtk-export: %s", exc, extra={"event": "usage_error"})
+        report_end(args, None, EXIT_STOPPED)
         return EXIT_STOPPED
     return run_export(settings, args)
 
@@ -258,40 +294,45 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.lock import DirLock, Locked
     from exporter.pipeline import Run
     from exporter.progress import LogReporter, RichReporter
-    from exporter.report import (
-        metrics_text,
-        previous_success,
-        summary_dict,
-        summary_text,
-        write_atomic,
-        write_summary_json,
-    )
+    from exporter.report import summary_text
 
     show_bar = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     reporter = (RichReporter(settings.rate.requests / settings.rate.seconds) if show_bar
                 else LogReporter())
     discovery = None
+    result = None
     try:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         with DirLock(settings.out_dir):
             run = Run(settings, reporter=reporter)
-            if settings.apps:
-                discovery = new_discovery(settings, run, args)
-                result = anyio.run(export_discovered, run, discovery, backend="asyncio")
-                if not settings.dry_run:
-                    discovery.commit(discovery_exit_code(result, discovery))
-            else:
-                result = anyio.run(run.run, backend="asyncio")
+            try:
+                if settings.apps:
+                    discovery = new_discovery(settings, run, args)
+                    result = anyio.run(export_discovered, run, discovery, backend="asyncio")
+                    if not settings.dry_run:
+                        discovery.commit(discovery_exit_code(result, discovery))
+                else:
+                    result = anyio.run(run.run, backend="asyncio")
+            finally:
+                catch_signals()
     except Locked as exc:
         log.error("rtk-export: %s", exc, extra={"event": "locked", "pid": exc.pid})
-        return EXIT_LOCKED
+        return EXIT_LOCKED  # the running export owns the reports
+    except Interrupted as exc:
+        code = EXIT_SIGNAL[signal.Signals(exc.signum)]
+        log.warning("%s received: stopped", signal.Signals(exc.signum).name,
+                    extra={"event": "signal"})
+        report_end(args, result, code)
+        return code
     except OSError as exc:
         log.error("rtk-export: %s: %s", exc.strerror or exc, exc.filename or settings.out_dir,
                   extra={"event": "os_error"})
+        report_end(args, result, EXIT_STOPPED)
         return EXIT_STOPPED
     except Exception as exc:  # a bug: say so plainly and let cron see a failed run
         log.critical("rtk-export: internal error, the run stopped: %s: %s",
                      type(exc).__name__, exc, extra={"event": "internal_error"})
+        report_end(args, result, EXIT_STOPPED)
         return EXIT_STOPPED
     code = exit_code(result) if discovery is None else discovery_exit_code(result, discovery)
     if settings.dry_run:
@@ -307,12 +348,34 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         log.info("summary: %s", summary_text(result), extra={"event": "summary"})
     if result.fatal is not None:
         log.error("rtk-export: stopped: %s", result.fatal.message, extra={"event": "stopped"})
-    if args.summary_json:
-        write_summary_json(args.summary_json, summary_dict(result, code))
-    if args.metrics_file:
-        path = Path(args.metrics_file)
-        write_atomic(path, metrics_text(result, code, previous_success(path)))
+    report_end(args, result, code)
     return code
+
+
+def report_end(args: argparse.Namespace, result: Any, code: int) -> None:
+    """--summary-json and --metrics-file, whatever the exit code: a monitor must see a run
+    that could not start as clearly as one that failed."""
+    from exporter.pipeline import RunResult, new_run_id
+    from exporter.report import (
+        metrics_text,
+        previous_success,
+        summary_dict,
+        write_atomic,
+        write_summary_json,
+    )
+    from exporter.stats import Stats
+
+    if result is None:
+        result = RunResult(run_id=new_run_id(), stats=Stats(), seconds=0.0)
+    try:
+        if getattr(args, "summary_json", None):
+            write_summary_json(args.summary_json, summary_dict(result, code))
+        if getattr(args, "metrics_file", None):
+            path = Path(args.metrics_file)
+            write_atomic(path, metrics_text(result, code, previous_success(path)))
+    except OSError as exc:
+        log.error("rtk-export: cannot write the run's report: %s: %s", exc.strerror,
+                  exc.filename, extra={"event": "os_error"})
 
 
 def new_discovery(settings: Settings, run: Any, args: argparse.Namespace) -> Any:

@@ -83,6 +83,8 @@ class Manifest:
             log.warning("manifest %s line %d is not valid JSON; ignored", self.path, number)
             self.damaged_lines += 1
             return None
+        if isinstance(rec, dict) and rec.get("status") == "invalid":
+            return None  # a bad SESSIONS line of an earlier run: nothing to resume
         if not (isinstance(rec, dict) and isinstance(rec.get("app_id"), str)
                 and isinstance(rec.get("session_id"), str)):
             log.warning("manifest %s line %d has no app_id/session_id; ignored", self.path, number)
@@ -110,18 +112,27 @@ class Manifest:
             return None
         return rec
 
+    def iter_lines(self) -> Iterator[dict[str, Any]]:
+        """Every readable line naming a unit, in file order, streamed."""
+        for _, rec in self._scan():
+            yield rec
+
     def iter_latest(self) -> Iterator[dict[str, Any]]:
         """Every unit's last line, in file order: one sequential pass, nothing collected."""
-        if not self.index:
+        for offset, rec in self._scan():
+            if self.index.get(unit_key(rec["app_id"], rec["session_id"], rec["kind"])) == offset:
+                yield rec
+
+    def _scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        if not self.path.exists():
             return
         with open(self.path, "rb") as fh:
             offset = 0
             for raw in fh:
                 here, offset = offset, offset + len(raw)
                 rec = _decode(raw)
-                if rec is not None and self.index.get(
-                        unit_key(rec["app_id"], rec["session_id"], rec["kind"])) == here:
-                    yield rec
+                if rec is not None:
+                    yield here, rec
 
     def open_for_append(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
 
 from exporter.client import ApiClient, Link
 from exporter.config import Settings
 from exporter.download import Downloader, Stored, remove_stale_temps
-from exporter.errors import ExportError, FatalError, LinkExpired, Unavailable
+from exporter.errors import DiskError, ExportError, FatalError, LinkExpired, Unavailable
 from exporter.keyset import KeySet
 from exporter.manifest import DONE, Manifest, record, unit_key
 from exporter.ratelimit import Pacer
@@ -109,6 +109,11 @@ class _Attempts(Tally):
     http: int = 0
 
 
+def new_run_id() -> str:
+    """Sortable and unique: the start time in UTC and a random suffix."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
 def _take(it: Iterator[Pair | InvalidLine], n: int) -> list[Pair | InvalidLine]:
     out = []
     for item in it:
@@ -125,7 +130,7 @@ class Run:
                  pacer: Pacer | None = None, clock: Callable[[], float] = time.monotonic,
                  handle_signals: bool = True) -> None:
         self.s = settings
-        self.run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        self.run_id = new_run_id()
         self.stats = Stats()
         self.reporter = reporter or QuietReporter()
         self.pacer = pacer or Pacer(settings.rate)
@@ -143,28 +148,43 @@ class Run:
 
     async def run(self, items: AsyncIterator[Pair | InvalidLine] | None = None) -> RunResult:
         started = self._clock()
-        await anyio.to_thread.run_sync(self.manifest.load)
-        if not self.s.dry_run:
-            removed = await anyio.to_thread.run_sync(remove_stale_temps, self.s.out_dir)
-            if removed:
-                log.info("removed %d temporary file(s) left by an interrupted run", removed)
-            self.manifest.open_for_append()
         try:
-            async with ApiClient(self.s, self.pacer, self.stats) as api, \
-                    Downloader(self.s) as dl:
-                self._api, self._dl = api, dl
-                await self._run_group(items if items is not None else self._read_sessions())
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                if self._handle_signals:
+                    # Listening before anything else: a signal while the manifest loads must
+                    # end the run with 130/143 too, not kill it.
+                    await tg.start(self._watch_signals)
+                try:
+                    await self._prepare()
+                except FatalError as exc:
+                    self._stop(exc)
+                    return self._result
+                async with ApiClient(self.s, self.pacer, self.stats) as api, \
+                        Downloader(self.s) as dl:
+                    self._api, self._dl = api, dl
+                    await self._run_group(items if items is not None else self._read_sessions())
+                tg.cancel_scope.cancel()
         finally:
             self.manifest.close()  # synchronous: runs to the end even while cancelled
             self._result.seconds = self._clock() - started
         return self._result
 
+    async def _prepare(self) -> None:
+        await anyio.to_thread.run_sync(self.manifest.load, abandon_on_cancel=True)
+        if not self.s.dry_run:
+            removed = await anyio.to_thread.run_sync(remove_stale_temps, self.s.out_dir)
+            if removed:
+                log.info("removed %d temporary file(s) left by an interrupted run", removed)
+            try:
+                self.manifest.open_for_append()
+            except OSError as exc:
+                raise DiskError(f"cannot write the manifest {self.s.manifest_path}: "
+                                f"{exc.strerror}") from None
+
     async def _run_group(self, items: AsyncIterator[Pair | InvalidLine]) -> None:
         send, recv = anyio.create_memory_object_stream[Unit](self.s.concurrency)
         async with anyio.create_task_group() as outer:
-            self._scope = outer.cancel_scope
-            if self._handle_signals:
-                outer.start_soon(self._watch_signals)
             outer.start_soon(self.reporter.run, self.stats)
             async with anyio.create_task_group() as inner:
                 inner.start_soon(self._produce, items, send)
@@ -173,12 +193,13 @@ class Run:
                 recv.close()
             outer.cancel_scope.cancel()
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 self._result.stopped_by = signum
                 log.warning("%s received: abandoning units in flight and stopping",
-                            signal.Signals(signum).name)
+                            signal.Signals(signum).name, extra={"event": "signal"})
                 assert self._scope is not None
                 self._scope.cancel()
                 return
@@ -212,7 +233,7 @@ class Run:
                         if self._seen.add(unit_key(item.app_id, item.session_id, kind)):
                             self.stats.total = (self.stats.total or 0) + 1
                             await send.send(Unit(item.app_id, item.session_id, kind))
-            except FatalError as exc:  # the input itself may call the API (discovery)
+            except FatalError as exc:  # the input may call the API (discovery); disk full
                 self._stop(exc)
 
     def _invalid(self, item: InvalidLine) -> None:
@@ -243,7 +264,11 @@ class Run:
                 finally:
                     self.stats.in_flight -= 1
                 if rec is not None:
-                    self._finish(rec)
+                    try:
+                        self._finish(rec)
+                    except FatalError as exc:
+                        self._stop(exc)
+                        return
 
     def _stop(self, exc: FatalError) -> None:
         if self._result.fatal is None:
@@ -257,21 +282,33 @@ class Run:
         if rec["status"] == "exported":
             self.stats.bytes += rec["bytes"]
         if not self.s.dry_run:
-            self.manifest.append(rec)
+            try:
+                self.manifest.append(rec)
+            except OSError as exc:
+                # A full disk: the line may be torn, and the next run tolerates that.
+                raise DiskError(f"cannot write the manifest {self.s.manifest_path}: "
+                                f"{exc.strerror}") from None
         self.reporter.recorded(rec)
 
     async def _do(self, unit: Unit) -> dict[str, Any] | None:
         rel = relative_path(unit, self.s.transcript_format)
         final = self.s.out_dir / rel
         prior = self.manifest.latest(unit.app_id, unit.session_id, unit.kind)
-        if prior is not None and prior.get("status") in DONE and await anyio.to_thread.run_sync(
-                file_matches, final, prior.get("bytes"), prior.get("sha256")):
-            if self.s.dry_run:
-                self._plan("skip", unit)
-                return None
-            return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
-                          status="skipped", run_id=self.run_id, path=rel, size=prior["bytes"],
-                          sha256=prior["sha256"])
+        if prior is not None and prior.get("status") in DONE:
+            if await anyio.to_thread.run_sync(file_matches, final, prior.get("bytes"),
+                                              prior.get("sha256")):
+                if self.s.dry_run:
+                    self._plan("skip", unit)
+                    return None
+                return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
+                              status="skipped", run_id=self.run_id, path=rel,
+                              size=prior["bytes"], sha256=prior["sha256"])
+            # An archived file went missing or changed: worth a line of its own in the log,
+            # whatever the new export's fate.
+            log.warning("%s was exported by an earlier run but is missing or changed on disk; "
+                        "exporting it again", rel,
+                        extra={"event": "damaged", "app_id": unit.app_id,
+                               "session_id": unit.session_id, "kind": unit.kind})
         if self.s.dry_run:
             self._plan("export", unit)
             return None
@@ -287,7 +324,11 @@ class Run:
                         unit.kind, state.http, exc.message,
                         extra={"event": "failed", "app_id": unit.app_id,
                                "session_id": unit.session_id, "kind": unit.kind})
-            return self._record(unit, "failed", state, error=exc)
+            # Keep naming the archived copy (path, size, SHA-256) an earlier run recorded, so
+            # that `verify` goes on reporting it missing or corrupt instead of forgetting it.
+            known = prior if prior is not None and prior.get("sha256") else {}
+            return self._record(unit, "failed", state, error=exc, path=known.get("path"),
+                                size=known.get("bytes"), sha256=known.get("sha256"))
         log.debug("%s exported (%d bytes)", rel, stored.size,
                   extra={"event": "exported", "app_id": unit.app_id,
                          "session_id": unit.session_id, "kind": unit.kind})

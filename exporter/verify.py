@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.keyset import KeySet, key_of
-from exporter.manifest import DONE, Manifest
+from exporter.manifest import Manifest
 from exporter.pipeline import file_matches
 
 log = logging.getLogger("exporter.verify")
@@ -40,11 +40,16 @@ def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) ->
     found = Findings()
     named = KeySet()
     try:
+        # Any line's path is "named" (an older line may name a file the last one does not,
+        # e.g. after a change of --transcript-format); only last lines are checked.
+        for rec in manifest.iter_lines():
+            if isinstance(rec.get("path"), str):
+                named.add(key_of(rec["path"]))
         for rec in manifest.iter_latest():
             rel = rec.get("path")
-            if isinstance(rel, str):
-                named.add(key_of(rel))
-            if rec.get("status") not in DONE or not isinstance(rel, str):
+            # Every last line that records a stored file, whatever its status: a `failed`
+            # re-export of a file that went missing still names the copy that was archived.
+            if not isinstance(rel, str) or not rec.get("sha256"):
                 continue
             found.checked += 1
             path = out_dir / rel

@@ -236,3 +236,26 @@ async def test_temporary_files_of_a_killed_run_are_removed(server: StandinServer
     await export(make_settings(server, out, sessions))
     assert not stale.exists() and mine.read_text() == "kept"
     assert leftovers(out) == []
+
+
+async def test_a_lost_file_whose_reexport_fails_stays_visible(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              caplog) -> None:  # type: ignore[no-untyped-def]
+    """A deleted archived file is logged as damaged; if its re-export fails, the failed line
+    still names the archived copy, so `verify` keeps reporting it missing."""
+    from exporter.verify import verify
+
+    out = tmp_path / "out"
+    sessions = write_sessions(tmp_path / "s.txt", [("a1", "s1"), ("a1", "s2")])
+    async with standin() as server:
+        await export(make_settings(server, out, sessions))
+    (out / "a1/s1.csv").unlink()
+    async with standin(accept_any=False) as gone:  # chat retention ran out: 404 now
+        result = await export(make_settings(gone, out, sessions))
+    assert result.stats.counts == {"failed": 1, "skipped": 1}
+    assert "a1/s1.csv was exported by an earlier run but is missing" in caplog.text
+    last = manifest_lines(out / "manifest.jsonl")[-2:]
+    failed = next(x for x in last if x["session_id"] == "s1")
+    assert failed["status"] == "failed" and failed["path"] == "a1/s1.csv"
+    assert failed["sha256"] and failed["error"]["http_status"] == 404
+    found = verify(out, out / "manifest.jsonl")
+    assert found.missing == ["a1/s1.csv"] and found.intact == 1 and not found.ok

@@ -272,3 +272,33 @@ def test_sigterm_before_any_pair_still_exits_143(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 143, err
     assert "SIGTERM" in err
+
+
+def test_sigterm_at_start_up_exits_143_not_killed(tmp_path: Path) -> None:
+    """A SIGTERM the moment DIR is locked (before the run listens) still exits 143 cleanly."""
+    out = tmp_path / "out"
+    with standin_in_thread(SLOW) as srv:
+        sessions = write_sessions(tmp_path / "s.txt", pairs(50))
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", str(sessions), "--out",
+                                 str(out)], env=cli_env(srv.base_url),
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not (out / ".rtk-export.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+
+
+def test_a_run_that_cannot_start_still_reports_exit_2(tmp_path: Path) -> None:
+    """No token: exit 2, and the metrics file and JSON summary say 2 for the monitor."""
+    metrics, summary = tmp_path / "rtk.prom", tmp_path / "summary.json"
+    sessions = write_sessions(tmp_path / "s.txt", pairs(2))
+    env = cli_env("http://127.0.0.1:9")
+    env.pop("CLOUDFLARE_API_TOKEN")
+    proc = run_cli([str(sessions), "--out", str(tmp_path / "out"), "--metrics-file",
+                    str(metrics), "--summary-json", str(summary)], env)
+    assert proc.returncode == 2
+    assert _metrics(metrics)["rtk_export_exit_code"] == 2
+    assert json.loads(summary.read_text())["exit_code"] == 2
