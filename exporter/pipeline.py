@@ -9,15 +9,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import select
 import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
 
 from exporter.client import ApiClient, Link
@@ -123,6 +128,54 @@ def _take(it: Iterator[Pair | InvalidLine], n: int) -> list[Pair | InvalidLine]:
     return out
 
 
+async def read_live(stream: BinaryIO) -> AsyncIterator[Pair | InvalidLine]:
+    """Pairs from a pipe, each as soon as its line arrives.
+
+    A daemon thread reads, so that a pipe left open by the writer can neither hold back the
+    pairs already written (it hands over what it has whenever the pipe runs dry) nor keep the
+    process alive after a signal (anyio's worker threads are joined at exit).
+    """
+    send, recv = anyio.create_memory_object_stream[list[Pair | InvalidLine]](4)
+    token = anyio.lowlevel.current_token()
+    failure: list[BaseException] = []
+
+    def hand_over(batch: list[Pair | InvalidLine]) -> None:
+        anyio.from_thread.run(send.send, batch, token=token)
+
+    def pump() -> None:
+        try:
+            batch: list[Pair | InvalidLine] = []
+            for item in read_pairs(stream):
+                batch.append(item)
+                if len(batch) >= READ_BATCH or not _more_waiting(stream):
+                    hand_over(batch)
+                    batch = []
+            if batch:
+                hand_over(batch)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
+            return
+        except Exception as exc:  # handed to the reading task, which raises it
+            failure.append(exc)
+        with suppress(anyio.RunFinishedError):
+            anyio.from_thread.run_sync(send.close, token=token)
+
+    threading.Thread(target=pump, name="rtk-export-stdin", daemon=True).start()
+    async with recv:
+        async for batch in recv:
+            for item in batch:
+                yield item
+    if failure:
+        raise failure[0]
+
+
+def _more_waiting(stream: BinaryIO) -> bool:
+    """Whether reading on would not block: bytes (or EOF) wait in the pipe."""
+    try:
+        return bool(select.select([stream.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):  # not a real file: it never blocks
+        return True
+
+
 class Run:
     """Export every unit of the input once, as the spec says; `await run()` returns the result."""
 
@@ -211,6 +264,10 @@ class Run:
 
     async def _read_sessions(self) -> AsyncIterator[Pair | InvalidLine]:
         assert self.s.sessions is not None
+        if self.s.sessions == "-":
+            async for item in read_live(sys.stdin.buffer):
+                yield item
+            return
         with open_sessions(self.s.sessions) as stream:
             it = read_pairs(stream)
             while batch := await anyio.to_thread.run_sync(_take, it, READ_BATCH,

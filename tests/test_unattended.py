@@ -302,3 +302,28 @@ def test_a_run_that_cannot_start_still_reports_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert _metrics(metrics)["rtk_export_exit_code"] == 2
     assert json.loads(summary.read_text())["exit_code"] == 2
+
+
+def test_stdin_pairs_flow_at_once_and_an_open_pipe_does_not_hang_a_signal(
+        tmp_path: Path) -> None:
+    """From `-`, a pair is exported as soon as its line arrives, though the pipe stays open;
+    a SIGTERM then still ends the run with 143 promptly."""
+    out = tmp_path / "out"
+    with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT)) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "-", "--out", str(out)],
+                                env=cli_env(srv.base_url), stdin=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdin is not None
+        proc.stdin.write("a1 s1\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 20
+        manifest = out / "manifest.jsonl"
+        while time.monotonic() < deadline and not (manifest.exists() and manifest.read_text()):
+            time.sleep(0.01)
+        assert manifest_lines(manifest)[0]["status"] == "exported"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err
