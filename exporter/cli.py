@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.config import (
@@ -24,6 +26,7 @@ from exporter.config import (
     Timeouts,
 )
 from exporter.spans import parse_span
+from exporter.urls import is_loopback_host
 
 log = logging.getLogger("exporter")
 
@@ -122,6 +125,10 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     base_url = args.base_url or environ.get("CLOUDFLARE_BASE_URL") or DEFAULT_BASE_URL
     if not base_url.startswith(("https://", "http://")):
         raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
+    if base_url.startswith("http://") and not is_loopback_host(urlsplit(base_url).hostname):
+        # The token would cross the network in clear text.
+        raise UsageError(f"--base-url must be https (plain http only to a loopback address), "
+                         f"got {base_url!r}")
     apps = tuple(dict.fromkeys(args.app))
     if args.sessions is not None and apps:
         raise UsageError("SESSIONS and --app do not combine: export a list, or discover by app")
@@ -430,14 +437,6 @@ def plan_text(settings: Settings, result: Any, discovery: Any) -> str:
     return "\n".join(lines)
 
 
-DEMO_PAIRS = """\
-app_id,session_id
-4f2a9c1be07d4e6a9b3c5d7e8f901a2b,1d8c6a0e-3b7f-4e2a-9c51-7f0e2d4b6a81
-4f2a9c1be07d4e6a9b3c5d7e8f901a2b,6b2e9f47-0c1d-4a8e-b3f5-2e7d9c0a1b54
-9e0d7c6b5a4f4e3d2c1b0a9f8e7d6c5b,2c4e6a80-1f3b-45d7-9e0a-b2c4d6e8f013
-"""
-
-
 def demo(argv: Sequence[str]) -> int:
     """A real export against the package's own stand-in, which injects a few faults."""
     p = argparse.ArgumentParser(prog="rtk-export demo",
@@ -446,7 +445,8 @@ def demo(argv: Sequence[str]) -> int:
     p.add_argument("--out", metavar="DIR", default="rtk-export-demo",
                    help="where to put the export (default ./rtk-export-demo)")
     p.add_argument("--sessions", metavar="FILE", default="sessions.example.txt",
-                   help="pairs to export (default sessions.example.txt, else a built-in list)")
+                   help="pairs to export (default ./sessions.example.txt, else the copy "
+                   "installed with the package)")
     p.add_argument("--discover", action="store_true",
                    help="show discovery instead: list two apps by time, with transcripts and "
                    "summaries, twice (a LIVE session ends between the runs)")
@@ -462,9 +462,9 @@ def demo(argv: Sequence[str]) -> int:
     out = Path(args.out)
     sessions = Path(args.sessions)
     if not sessions.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        sessions = out / ".rtk-export-demo-sessions.txt"
-        sessions.write_text(DEMO_PAIRS, encoding="utf-8")
+        # Outside a clone of the repository: the same file, installed with the package
+        # (tests/test_cli.py keeps the two identical).
+        sessions = Path(str(importlib.resources.files("exporter") / "sessions.example.txt"))
     # A few of the faults a real run meets, so that the demo shows them handled.
     config = StandinConfig(token="demo-token", account_id="demo-account", seed=2026,  # noqa: S106
                            faults=FaultRates(api_5xx=0.15, download_expired=0.15,

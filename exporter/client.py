@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -82,26 +83,37 @@ def parse_expiry(value: object) -> float | None:
     return None
 
 
+# A Retry-After beyond this is a broken proxy, not Cloudflare (whose block lasts five minutes):
+# honouring "forever" would hang a cron job until the next one finds the lock held.
+MAX_RETRY_AFTER = 3600.0
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    seconds = _retry_after(headers, time.time() if now is None else now)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return max(float(ms) / 1000, 0.0)
+            return float(ms) / 1000
         except ValueError:
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        return float(value)
     except ValueError:
         pass
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return parsedate_to_datetime(value).timestamp() - now
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> ExportError:

@@ -47,7 +47,10 @@ def _size(n: int) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Named like a download's temporary file (download.is_temp_name), so that one left in DIR
+    # by a kill is removed by the next run and ignored by verify.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".rtk-export-{path.name}.",
+                               suffix=".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

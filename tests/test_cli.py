@@ -65,6 +65,8 @@ def test_sessions_from_stdin(live, tmp_path: Path) -> None:  # type: ignore[no-u
     (["S", "--out", "O", "--concurrency", "0"], None, "--concurrency"),
     (["S", "--out", "O", "--max-duration", "soon"], None, "'soon'"),
     (["S", "--out", "FILE/sub"], None, "cannot create"),
+    (["S", "--out", "O", "--base-url", "http://api.example.com/client/v4"], None,
+     "must be https"),
     (["S", "--out", "O", "--app", "a1"], None, "SESSIONS and --app do not combine"),
     (["--out", "O"], None, "SESSIONS is required"),
     (["S", "--out", "O", "--since", "7d"], None, "use them with --app"),
@@ -164,6 +166,21 @@ def test_a_second_run_on_a_locked_dir_exits_75_naming_the_holder(live, tmp_path:
     assert f"pid {os.getpid()}" in proc.stderr
     proc = run_cli([str(sessions), "--out", str(out)], cli_env(live.base_url))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_packaged_example_is_the_top_level_one() -> None:
+    """The demo's fallback copy inside the package is sessions.example.txt, byte for byte."""
+    assert (ROOT / "exporter" / "sessions.example.txt").read_bytes() == \
+        (ROOT / "sessions.example.txt").read_bytes()
+
+
+def test_demo_outside_the_repository_exports_the_packaged_example(tmp_path: Path) -> None:
+    """Run from another folder, `demo` exports the same six pairs from the package's copy."""
+    proc = subprocess.run([sys.executable, "-m", "exporter", "demo", "--out", "d"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          cwd=tmp_path, env=cli_env("http://unused"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(manifest_lines(tmp_path / "d" / "manifest.jsonl")) == 6
 
 
 def test_demo_runs_a_real_export(tmp_path: Path) -> None:

@@ -93,6 +93,15 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after({}) is None
 
 
+def test_absurd_retry_after_is_bounded() -> None:
+    """inf and NaN are ignored; a day is taken as an hour (a broken proxy, not Cloudflare)."""
+    assert parse_retry_after({"retry-after": "inf"}) is None
+    assert parse_retry_after({"retry-after": "nan"}) is None
+    assert parse_retry_after({"retry-after": "86400"}) == 3600.0
+    assert parse_retry_after({"retry-after": "-5"}) == 0.0
+    assert parse_retry_after({"retry-after": "300"}) == 300.0
+
+
 def test_chat_link_is_read_with_its_expiry() -> None:
     """The chat answer's URL and RFC 3339 expiry become a Link."""
     body = json.dumps({"success": True, "data": {

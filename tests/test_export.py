@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from exporter.config import Rate, RetryPolicy
 from exporter.ratelimit import Pacer
 from exporter.standin import CannedResponse, FaultRates, StandinServer
@@ -259,3 +261,20 @@ async def test_a_lost_file_whose_reexport_fails_stays_visible(standin, tmp_path:
     assert failed["sha256"] and failed["error"]["http_status"] == 404
     found = verify(out, out / "manifest.jsonl")
     assert found.missing == ["a1/s1.csv"] and found.intact == 1 and not found.ok
+
+
+def test_an_interrupted_atomic_write_leaves_a_name_the_next_run_removes(tmp_path: Path) -> None:
+    """write_atomic's temporary name is one remove_stale_temps knows (state file, metrics)."""
+    from unittest import mock
+
+    from exporter.download import remove_stale_temps
+    from exporter.report import write_atomic
+
+    with mock.patch("os.replace", side_effect=KeyboardInterrupt), \
+            mock.patch("os.unlink"), pytest.raises(KeyboardInterrupt):
+        # as if killed between the write and the rename
+        write_atomic(tmp_path / ".rtk-export-state.json", "{}")
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".rtk-export-")
+    assert remove_stale_temps(tmp_path) == 1
+    assert list(tmp_path.iterdir()) == []
