@@ -1,0 +1,124 @@
+"""Shared pieces of the benchmarks: the stand-in process, measured child runs, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+TOKEN = "bench-token"  # noqa: S105 - the stand-in's own
+ACCOUNT = "bench-account"
+
+
+def env(base_url: str | None = None) -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e["CLOUDFLARE_API_TOKEN"] = TOKEN
+    e["CLOUDFLARE_ACCOUNT_ID"] = ACCOUNT
+    if base_url:
+        e["CLOUDFLARE_BASE_URL"] = base_url
+    return e
+
+
+@contextmanager
+def standin_process(*args: str, dump: Path | None = None) -> Iterator[str]:
+    """`bench.standin_proc` in its own process; yields its base URL; SIGTERM at the end."""
+    cmd = [PY, "-m", "bench.standin_proc", "--token", TOKEN, "--account-id", ACCOUNT, *args]
+    if dump is not None:
+        cmd += ["--record", "api", "--dump", str(dump)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("RTK_STANDIN_URL="):
+            raise RuntimeError(f"stand-in did not start: {line!r}")
+        yield line.split("=", 1)[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Measured:
+    wall: float
+    cpu: float  # user + system seconds of the child
+    peak_rss_mb: float
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+def run_measured(cmd: Sequence[str], *, environ: dict[str, str] | None = None,
+                 timeout: float = 1800) -> Measured:
+    """Run `cmd` as a child; its wall time, CPU seconds and peak RSS (ru_maxrss of wait4)."""
+    out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-{time.time_ns()}"
+    with open(f"{out_path}.out", "w+b") as out, open(f"{out_path}.err", "w+b") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=environ or env(),
+                                cwd=ROOT)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+            time.sleep(0.01)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        so, se = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    for suffix in (".out", ".err"):
+        os.unlink(f"{out_path}{suffix}")
+    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+                    proc.returncode, so, se)
+
+
+def write_sessions(path: Path, n: int, *, apps: int = 20, tag: str = "s") -> Path:
+    """n distinct pairs over `apps` app ids."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(f"app{i % apps:04d} {tag}-{i:09d}\n")
+    return path
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+    return str(x)
+
+
+def machine() -> str:
+    return (f"{os.cpu_count()} cores (nproc), Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
