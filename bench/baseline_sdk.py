@@ -49,11 +49,11 @@ async def main() -> int:
                         with open(path, "wb") as fh:  # noqa: ASYNC230 - as a user writes it
                             async for chunk in resp.aiter_bytes():
                                 fh.write(chunk)
-                except Exception as exc:  # noqa: BLE001 - report and go on
+                except Exception as exc:
                     failed += 1
                     print(f"{app_id}/{session_id}: {exc}")
 
-        with open(args.sessions, encoding="utf-8") as fh:
+        with open(args.sessions, encoding="utf-8") as fh:  # noqa: ASYNC230
             pairs = [line.split() for line in fh if line.strip() and not line.startswith("#")]
         await asyncio.gather(*(one(a, s) for a, s in pairs))
     await cf.close()

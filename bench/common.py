@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-TOKEN = "bench-token"  # noqa: S105 - the stand-in's own
+TOKEN = "bench-token"
 ACCOUNT = "bench-account"
 
 
@@ -31,11 +31,9 @@ def env(base_url: str | None = None) -> dict[str, str]:
 
 
 @contextmanager
-def standin_process(*args: str, dump: Path | None = None) -> Iterator[str]:
+def standin_process(*args: str) -> Iterator[str]:
     """`bench.standin_proc` in its own process; yields its base URL; SIGTERM at the end."""
     cmd = [PY, "-m", "bench.standin_proc", "--token", TOKEN, "--account-id", ACCOUNT, *args]
-    if dump is not None:
-        cmd += ["--record", "api", "--dump", str(dump)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
     try:
         assert proc.stdout is not None
@@ -116,8 +114,9 @@ def _fmt(x: object) -> str:
 
 
 def machine() -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return (f"{os.cpu_count()} cores (nproc), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+            f"{platform.system()} {platform.release()}, {when}")
 
 
 def load() -> str:
