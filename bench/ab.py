@@ -1,9 +1,11 @@
-"""A/B of rtk-export's CPU per pair: the exporter/ of a git revision against the working tree.
+"""A/B of rtk-export's CPU per pair: the exporter/ of git revision A against B (default: the
+working tree).
 
-    python -m bench.ab REV [--pairs 5000] [--runs 8]
+    python -m bench.ab REV_A [REV_B] [--pairs 5000] [--runs 8]
 
 Same stand-in process, same SESSIONS, runs interleaved (A B, B A, ...) so that the other
-load on a shared machine falls on both alike; prints medians and the B/A ratios.
+load on a shared machine falls on both alike; prints medians and the B/A ratios. The children
+run in a scratch folder: with `python -m`, the current folder comes first on sys.path.
 """
 
 from __future__ import annotations
@@ -18,32 +20,37 @@ from pathlib import Path
 from bench.common import PY, ROOT, env, median, run_measured, standin_process, write_sessions
 
 
+def unpack(rev: str, into: Path) -> Path:
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "exporter"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("rev")
+    p.add_argument("rev_b", nargs="?")
     p.add_argument("--pairs", type=int, default=5000)
     p.add_argument("--runs", type=int, default=8)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rtk-bench-ab-"))
     try:
-        old = work / "a"
-        old.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.rev, "exporter"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        roots = {"A": unpack(args.rev, work / "a"),
+                 "B": unpack(args.rev_b, work / "b") if args.rev_b else ROOT}
         sessions = write_sessions(work / "s.txt", args.pairs)
         res: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
         with standin_process() as url:
             for r in range(args.runs):
                 for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
                     e = env()
-                    if name == "A":
-                        e["PYTHONPATH"] = f"{old}:{e['PYTHONPATH']}"
+                    e["PYTHONPATH"] = str(roots[name])
                     out = work / f"o{name}{r}"
                     m = run_measured([PY, "-m", "exporter", str(sessions), "--out", str(out),
                                       "--base-url", url, "--rate", "1000000/1s",
                                       "--progress", "never", "--summary-json",
-                                      str(out / "sum.json")], environ=e)
+                                      str(out / "sum.json")], environ=e, cwd=work)
                     counts = json.loads((out / "sum.json").read_text())["counts"]
                     assert counts == {"exported": args.pairs}, counts
                     res[name].append((args.pairs / m.wall, m.cpu / args.pairs * 1000))
@@ -52,7 +59,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: (median([x[0] for x in v]), median([x[1] for x in v])) for k, v in res.items()}
     for k, (pps, cpu) in med.items():
-        print(f"{k} ({args.rev if k == 'A' else 'working tree'}): {pps:.0f} pairs/s, "
+        label = args.rev if k == "A" else (args.rev_b or "working tree")
+        print(f"{k} ({label}): {pps:.0f} pairs/s, "
               f"{cpu:.3f} CPU ms per pair")
     print(f"B/A: pairs/s {med['B'][0] / med['A'][0]:.3f}, CPU per pair "
           f"{med['B'][1] / med['A'][1]:.3f}")

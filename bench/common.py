@@ -61,13 +61,13 @@ class Measured:
 
 
 def run_measured(cmd: Sequence[str], *, environ: dict[str, str] | None = None,
-                 timeout: float = 1800) -> Measured:
+                 timeout: float = 1800, cwd: Path = ROOT) -> Measured:
     """Run `cmd` as a child; its wall time, CPU seconds and peak RSS (ru_maxrss of wait4)."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-{time.time_ns()}"
     with open(f"{out_path}.out", "w+b") as out, open(f"{out_path}.err", "w+b") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=environ or env(),
-                                cwd=ROOT)
+                                cwd=cwd)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
