@@ -122,3 +122,26 @@ def test_the_default_margin_widens_the_window_slightly() -> None:
 
     asyncio.run(main())
     assert len(clock.slept) == 1 and abs(clock.slept[0] - 10.1) < 1e-9
+
+
+def test_memory_follows_the_requests_made_not_the_budget() -> None:
+    """A huge budget (`--rate 1000000000/1s`, "unlimited") costs nothing up front, and the
+    pacer keeps only the starts still inside its window."""
+    import tracemalloc
+
+    clock = FakeClock()
+    tracemalloc.start()
+    try:
+        pacer = Pacer(Rate(1_000_000_000, 1.0), clock=clock, sleep=clock.sleep)
+
+        async def main() -> None:
+            for _ in range(1000):
+                await pacer.acquire()
+                clock.now += 0.01  # 100 starts a second: about 101 inside a 1.01 s window
+
+        anyio.run(main)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert len(pacer._starts) <= 102
