@@ -63,12 +63,17 @@ def one_run(n: int, w: float, pairs: int, work: Path, inject_at: int | None) -> 
         "wall": m.wall,
     }
     if inject_at is not None:
-        (t429,) = [r.arrived for r in api if r.status == 429]
+        (t429,) = [r.arrived for r in api if r.fault == "scripted"]
         after = times[bisect_right(times, t429):]
         gap_end = t429 + 5.0
+        in_pause = after[:bisect_left(after, gap_end)]
         res["t429"] = t429 - t0
-        res["in_pause"] = bisect_left(after, gap_end)
-        res["first_after"] = after[0] - t429 if after else None
+        # Requests already sent when the 429 was answered arrive just after it; any request
+        # started after rtk-export read the 429 must wait out the 5 s.
+        res["in_pause"] = len(in_pause)
+        res["last_in_pause"] = in_pause[-1] - t429 if in_pause else 0.0
+        res["first_after_pause"] = after[len(in_pause)] - t429 if len(after) > len(in_pause) \
+            else float("nan")
         # Arrivals per whole second, relative to the 429, from 5 s before to 10 s after.
         per_s = Counter(math.floor(t - t429) for t in times if -5 <= t - t429 < 11)
         res["per_second"] = [per_s.get(k, 0) for k in range(-5, 11)]
@@ -113,7 +118,9 @@ def main() -> None:
     print(f"\nbudget {budget:g} req/s; 'of budget' = ideal span / actual span (a burst of {n} "
           f"allowed at the start, so req/s over the run can exceed {budget:g})")
     print(f"429 at t={hit['t429']:.2f} s: {hit['in_pause']} API requests arrived in the 5 s "
-          f"after it, the first {hit['first_after']:.3f} s after it; steady rate before "
+          f"after it, the last of them {hit['last_in_pause']:.3f} s after it (in flight when "
+          f"it was answered); the next {hit['first_after_pause']:.3f} s after it; "
+          f"steady rate before "
           f"{hit.get('rate_before', float('nan')):.2f} req/s, after "
           f"{hit.get('rate_after', float('nan')):.2f} req/s")
     print("API arrivals per second around the 429 (s -5 .. +10):", hit["per_second"])
