@@ -262,7 +262,7 @@ class ApiClient:
     async def get_json(self, url: str, params: Mapping[str, str] | None = None) -> bytes:
         """One paced GET: the raw body of a 2xx answer, or the mapped ExportError raised."""
         assert self._session is not None, "use ApiClient as an async context manager"
-        await self._pacer.acquire()
+        ticket = await self._pacer.acquire()
         self._stats.api_requests += 1
         try:
             async with self._session.get(url, params=params, allow_redirects=False) as resp:
@@ -270,6 +270,9 @@ class ApiClient:
                 status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientError(f"API request failed: {describe_exception(exc)}") from None
+        finally:
+            # The server has counted it by now, whenever it did: the window runs from here.
+            self._pacer.answered(ticket)
         if 200 <= status < 300:
             return body
         err = error_from_answer(status, body, headers)

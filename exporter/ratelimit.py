@@ -3,13 +3,20 @@
 Written here rather than taken from aiolimiter or pyrate-limiter: aiolimiter is a leaky bucket
 (a full bucket plus its drip lets about 2N requests into one window, which the server counts as
 a violation that blocks the token for five minutes), and neither library can pause all callers
-at once for a 429's Retry-After. A sliding-window log of the start times still inside the
-window is exact, and holds at most min(N, requests started in one window) of them: a fixed
-ring of N slots would cost 8 MB at `--rate 1000000/1s` and 8 GB at `1000000000/1s`.
+at once for a 429's Retry-After. A sliding-window log of the times still inside the window is
+exact, and holds at most min(N, requests started in one window) of them: a fixed ring of N
+slots would cost 8 MB at `--rate 1000000/1s` and 8 GB at `1000000000/1s`.
+
+A request counts from its start until it is answered, and from its answer on: the server
+counted it at some moment in between, which we cannot see, and only the answer is sure to
+come after it. Counting from the start alone let a request that reached the server late (a
+busy event loop, a new connection) make the next window look short to the server.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import time
 from collections import deque
@@ -38,7 +45,10 @@ class Pacer:
         self._window = rate.seconds + (min(rate.seconds / 100, 1.0) if margin is None else margin)
         self._clock = clock
         self._sleep = sleep
-        self._starts: deque[float] = deque()  # starts inside the window, oldest first
+        # Requests not answered yet, by start (oldest first), and answers, oldest first.
+        self._pending: deque[tuple[float, int]] = deque()
+        self._answered: deque[float] = deque()
+        self._tickets = itertools.count(1)
         self._pause_until = -math.inf
         self._lock = anyio.Lock()
         self.paused_seconds = 0.0
@@ -46,20 +56,35 @@ class Pacer:
     def delay(self) -> float:
         """Seconds until the next request may start (0 if it may start now)."""
         now = self._clock()
-        starts, horizon = self._starts, now - self._window
-        while starts and starts[0] <= horizon:
-            starts.popleft()
+        horizon = now - self._window
+        pending, answered = self._pending, self._answered
+        while pending and pending[0][0] <= horizon:
+            pending.popleft()  # counted again from its answer, if one comes
+        while answered and answered[0] <= horizon:
+            answered.popleft()
         wait = self._pause_until - now
-        if len(starts) >= self.rate.requests:  # the window is full until its oldest start ages
-            wait = max(wait, starts[-self.rate.requests] + self._window - now)
+        over = len(pending) + len(answered) - self.rate.requests
+        if over >= 0:  # full until the (over+1)-th oldest time in the window ages out
+            times = heapq.merge((t for t, _ in pending), answered)
+            wait = max(wait, next(itertools.islice(times, over, None)) + self._window - now)
         return max(wait, 0.0)
 
-    async def acquire(self) -> None:
-        """Wait for a place in the budget and claim it."""
+    async def acquire(self) -> int:
+        """Wait for a place in the budget and claim it; pass the ticket to `answered()`."""
         async with self._lock:
             while (wait := self.delay()) > 0:
                 await self._sleep(wait)
-            self._starts.append(self._clock())
+            ticket = next(self._tickets)
+            self._pending.append((self._clock(), ticket))
+            return ticket
+
+    def answered(self, ticket: int) -> None:
+        """The request got its answer, or failed: from now on it counts from now."""
+        for i, (_, t) in enumerate(self._pending):
+            if t == ticket:
+                del self._pending[i]
+                break
+        self._answered.append(self._clock())
 
     def pause(self, seconds: float) -> None:
         """Hold every API request for `seconds` from now (a 429's Retry-After)."""

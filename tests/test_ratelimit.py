@@ -144,4 +144,24 @@ def test_memory_follows_the_requests_made_not_the_budget() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
-    assert len(pacer._starts) <= 102
+    assert len(pacer._pending) <= 102
+
+
+def test_a_request_counts_until_its_answer_and_from_it() -> None:
+    """The server counted a request somewhere between its start and its answer: the next one
+    that needs its place waits a whole window after the answer, not after the start."""
+    clock = FakeClock(start=0.0)
+    pacer = Pacer(Rate(2, 1.0), clock=clock, sleep=clock.sleep, margin=0.0)
+
+    async def main() -> None:
+        first = await pacer.acquire()
+        clock.now = 0.1
+        await pacer.acquire()  # never answered here: it counts from its start, as before
+        clock.now = 0.5
+        pacer.answered(first)
+        await pacer.acquire()  # the second's place frees at 1.1, the first's at 1.5
+        assert clock.now == 1.1
+        await pacer.acquire()
+        assert clock.now == 1.5
+
+    anyio.run(main)
