@@ -1,0 +1,31 @@
+"""The benchmarks still run: tiny inputs, no timing asserted (a benchmark is not a test)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def _bench(*args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=50, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_export_benchmark_runs_on_a_few_pairs() -> None:
+    """bench.export10k exports every pair it was given and prints its table."""
+    out = _bench("bench.export10k", "--pairs", "20", "--runs", "1")
+    assert '{"exported": 20}' in out
+    assert "median:" in out
+
+
+def test_the_start_up_benchmark_runs() -> None:
+    """bench.startup times `--help` against `python -c pass` and prints both."""
+    out = _bench("bench.startup", "--runs", "1")
+    assert "python -m exporter --help" in out
+    assert "python -c pass" in out
