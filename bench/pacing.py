@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import tempfile
 from bisect import bisect_left, bisect_right
 from collections import Counter
@@ -61,6 +62,9 @@ def one_run(n: int, w: float, pairs: int, work: Path, inject_at: int | None) -> 
         # The earliest the last of k requests may start under N per W, bursts allowed.
         "ideal_span": (math.ceil(len(times) / n) - 1) * w,
         "wall": m.wall,
+        # Steady-state use of the budget: how long after a request the one N places later
+        # (the one that reuses its place) arrives; W at 100%.
+        "reuse_gap": statistics.median(b - a for a, b in zip(times, times[n:], strict=False)),
     }
     if inject_at is not None:
         (t429,) = [r.arrived for r in api if r.fault == "scripted"]
@@ -107,6 +111,9 @@ def main() -> None:
           f"pairs, concurrency 16; {machine()}")
     rows = []
     for name, r in (("no 429", plain), ("429 + Retry-After: 5 mid-run", hit)):
+        gap = float(r["reuse_gap"])  # type: ignore[arg-type]
+        print(f"{name}: median time from a request to the one {n} places later "
+              f"{gap:.4f} s -> steady rate {n / gap:.2f} req/s = {w / gap * 100:.1f}% of budget")
         span = float(r["span"])  # type: ignore[arg-type]
         ideal = float(r["ideal_span"])  # type: ignore[arg-type]
         rows.append([name, r["api_requests"], r["exported"], r["rc"], f"{span:.2f}",
