@@ -30,8 +30,21 @@ def env(base_url: str | None = None) -> dict[str, str]:
     return e
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class StandinProcess(str):
+    """The stand-in's base URL, and its pid (to read its CPU time)."""
+
+    pid: int
+
+
 @contextmanager
-def standin_process(*args: str) -> Iterator[str]:
+def standin_process(*args: str) -> Iterator[StandinProcess]:
     """`bench.standin_proc` in its own process; yields its base URL; SIGTERM at the end."""
     cmd = [PY, "-m", "bench.standin_proc", "--token", TOKEN, "--account-id", ACCOUNT, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
@@ -40,7 +53,9 @@ def standin_process(*args: str) -> Iterator[str]:
         line = proc.stdout.readline().strip()
         if not line.startswith("RTK_STANDIN_URL="):
             raise RuntimeError(f"stand-in did not start: {line!r}")
-        yield line.split("=", 1)[1]
+        url = StandinProcess(line.split("=", 1)[1])
+        url.pid = proc.pid
+        yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

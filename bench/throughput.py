@@ -20,6 +20,7 @@ from bench.common import (
     ACCOUNT,
     PY,
     Measured,
+    cpu_seconds,
     load,
     machine,
     median,
@@ -61,6 +62,7 @@ def main() -> None:
         contenders = {args.only: contenders[args.only]}
     work = Path(tempfile.mkdtemp(prefix="rtk-bench-tp-"))
     results: dict[str, list[tuple[Measured, int]]] = {k: [] for k in contenders}
+    server_cpu: dict[str, list[float]] = {k: [] for k in contenders}
     try:
         sessions = write_sessions(work / "sessions.txt", args.pairs)
         with standin_process() as base_url:
@@ -69,13 +71,17 @@ def main() -> None:
                 for name in order:
                     out = work / f"{name}-{run}"
                     out.mkdir()
+                    before = cpu_seconds(base_url.pid)
                     m = run_measured(contenders[name](sessions, out, base_url, args.concurrency))
+                    server = cpu_seconds(base_url.pid) - before
                     n = exported(name, m, out)
                     results[name].append((m, n))
+                    server_cpu[name].append(server)
                     print(f"run {run + 1} {name}: {n} exported, rc {m.returncode}, "
                           f"{m.wall:.1f} s, {args.pairs / m.wall:.0f} pairs/s, "
-                          f"{m.cpu:.1f} CPU s, peak RSS {m.peak_rss_mb:.0f} MB; {load()}",
-                          flush=True)
+                          f"{m.cpu:.1f} CPU s (stand-in {server:.1f} CPU s, busy "
+                          f"{server / m.wall * 100:.0f}% of a core), peak RSS "
+                          f"{m.peak_rss_mb:.0f} MB; {load()}", flush=True)
                     if m.returncode != 0 or n != args.pairs:
                         print(m.stderr[-2000:])
                     shutil.rmtree(out)
@@ -87,13 +93,16 @@ def main() -> None:
         cpu = median([m.cpu / args.pairs * 1000 for m, _ in rs])
         rss = median([m.peak_rss_mb for m, _ in rs])
         ok = all(n == args.pairs and m.returncode == 0 for m, n in rs)
+        busy = median([c / m.wall * 100 for c, (m, _) in zip(server_cpu[name], rs, strict=True)])
+        own = median([m.cpu / m.wall * 100 for m, _ in rs])
         med[name] = (pps, cpu, rss)
-        rows.append([name, len(rs), f"{pps:.0f}", f"{cpu:.2f}", f"{rss:.0f}",
-                     "yes" if ok else "NO"])
+        rows.append([name, len(rs), f"{pps:.0f}", f"{cpu:.2f}", f"{own:.0f}%", f"{busy:.0f}%",
+                     f"{rss:.0f}", "yes" if ok else "NO"])
     print(f"\n{args.pairs} pairs, 1-6 KB CSVs, concurrency {args.concurrency}, "
           f"medians of {args.runs} runs; {machine()}")
-    print(table(["contender", "runs", "pairs/s", "CPU s / 1k pairs", "peak RSS MB", "all exported"],
-                rows))
+    print(table(["contender", "runs", "pairs/s", "CPU s / 1k pairs", "own CPU busy",
+                 "stand-in CPU busy", "peak RSS MB", "all exported"], rows))
+    print("(CPU busy: CPU seconds over wall seconds, 100% = one of the cores)")
     if len(med) == 2:
         (a_pps, a_cpu, a_rss), (b_pps, b_cpu, b_rss) = med["rtk-export"], med["baseline"]
         print(f"\nrtk-export / baseline: {a_pps / b_pps:.2f}x pairs/s, "
