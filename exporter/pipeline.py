@@ -6,9 +6,7 @@ watcher. Memory stays flat: the stream holds a few units, de-duplication a 64-bi
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import select
 import signal
 import sys
@@ -30,7 +28,7 @@ from exporter.config import Settings
 from exporter.download import Downloader, Stored, remove_stale_temps
 from exporter.errors import DiskError, ExportError, FatalError, LinkExpired, Unavailable
 from exporter.keyset import KeySet
-from exporter.manifest import DONE, Manifest, record, unit_key
+from exporter.manifest import DONE, Manifest, file_matches, record, unit_key
 from exporter.ratelimit import Pacer
 from exporter.retry import Tally, with_retries
 from exporter.sessions import InvalidLine, Pair, open_sessions, read_pairs
@@ -57,22 +55,6 @@ def relative_path(unit: Unit, transcript_format: str) -> str:
         "summary": f"{unit.session_id}.summary.txt",
     }[unit.kind]
     return f"{unit.app_id}/{name}"
-
-
-def file_matches(path: Path, size: object, sha256: object) -> bool:
-    """The file is there with exactly the recorded size and SHA-256 (blocking: use a thread)."""
-    if not isinstance(size, int) or not isinstance(sha256, str):
-        return False
-    try:
-        if os.stat(path).st_size != size:
-            return False
-        # file_digest reads into one reused buffer: a fresh 1 MiB read() per small file left
-        # the allocator fragmented enough to grow RSS with the number of files verified.
-        with open(path, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256")
-    except OSError:
-        return False
-    return digest.hexdigest() == sha256
 
 
 class Reporter(Protocol):
@@ -186,7 +168,7 @@ class Run:
         self.run_id = new_run_id()
         self.stats = Stats()
         self.reporter = reporter or QuietReporter()
-        self.pacer = pacer or Pacer(settings.rate)
+        self.pacer = pacer or Pacer(settings.rate, hold=settings.timeouts.api)
         self.manifest = Manifest(settings.manifest_path)
         self._clock = clock
         self._handle_signals = handle_signals

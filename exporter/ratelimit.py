@@ -37,12 +37,17 @@ class Pacer:
     """
 
     def __init__(self, rate: Rate, *, clock: Clock = time.monotonic, sleep: Sleep = anyio.sleep,
-                 margin: float | None = None) -> None:
+                 margin: float | None = None, hold: float = 0.0) -> None:
         self.rate = rate
         # The server counts a request when it arrives, we when it starts: a request delayed in
         # transit (a new TLS connection, say) lets the next window look shorter to the server.
         # One percent of the window (at most a second) absorbs that skew.
         self._window = rate.seconds + (min(rate.seconds / 100, 1.0) if margin is None else margin)
+        # An unanswered request may have reached the server at any moment before now, so it
+        # keeps its place for `hold` seconds (the longest a request can stay unanswered: the
+        # API timeout) past its window, not just for the window after its start.
+        self._hold = hold
+        self._poll = max(rate.seconds / 20, 0.01)
         self._clock = clock
         self._sleep = sleep
         # Requests not answered yet, by start (oldest first), and answers, oldest first.
@@ -58,14 +63,15 @@ class Pacer:
         now = self._clock()
         horizon = now - self._window
         pending, answered = self._pending, self._answered
-        while pending and pending[0][0] <= horizon:
+        hold = self._hold
+        while pending and pending[0][0] + hold <= horizon:
             pending.popleft()  # counted again from its answer, if one comes
         while answered and answered[0] <= horizon:
             answered.popleft()
         wait = self._pause_until - now
         over = len(pending) + len(answered) - self.rate.requests
         if over >= 0:  # full until the (over+1)-th oldest time in the window ages out
-            times = heapq.merge((t for t, _ in pending), answered)
+            times = heapq.merge((t + hold for t, _ in pending), answered)
             wait = max(wait, next(itertools.islice(times, over, None)) + self._window - now)
         return max(wait, 0.0)
 
@@ -73,7 +79,9 @@ class Pacer:
         """Wait for a place in the budget and claim it; pass the ticket to `answered()`."""
         async with self._lock:
             while (wait := self.delay()) > 0:
-                await self._sleep(wait)
+                # With a hold, the wait assumes unanswered requests stay unanswered; an answer
+                # frees a place sooner, so look again now and then rather than sleep it out.
+                await self._sleep(min(wait, self._poll) if self._hold else wait)
             ticket = next(self._tickets)
             self._pending.append((self._clock(), ticket))
             return ticket

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.keyset import KeySet, key_of
-from exporter.manifest import Manifest
-from exporter.pipeline import file_matches
+from exporter.manifest import Manifest, file_matches
 
 log = logging.getLogger("exporter.verify")
 

@@ -165,3 +165,45 @@ def test_a_request_counts_until_its_answer_and_from_it() -> None:
         assert clock.now == 1.5
 
     anyio.run(main)
+
+
+def test_an_unanswered_request_keeps_its_place_until_answered() -> None:
+    """A slow request (answered after more than a window) is counted all the while: the
+    server may have counted it late, so its place is not given away at start + window."""
+    clock = FakeClock(start=0.0)
+    pacer = Pacer(Rate(1, 1.0), clock=clock, sleep=clock.sleep, margin=0.0, hold=60.0)
+
+    async def main() -> None:
+        slow = await pacer.acquire()
+        clock.now = 3.0  # still unanswered three windows later
+        assert pacer.delay() > 0
+        pacer.answered(slow)
+        assert pacer.delay() == 1.0  # a whole window after the answer
+        await pacer.acquire()
+        assert clock.now == 4.0
+
+    anyio.run(main)
+
+
+def test_an_answer_frees_a_waiting_caller_without_sleeping_out_the_hold() -> None:
+    """With every place held by unanswered requests, a waiter starts soon after an answer
+    frees one, not after the 60 s hold."""
+    clock = FakeClock(start=0.0)
+    pacer = Pacer(Rate(1, 1.0), clock=clock, sleep=clock.sleep, margin=0.0, hold=60.0)
+    started: list[float] = []
+
+    async def main() -> None:
+        slow = await pacer.acquire()
+
+        async def answer_later() -> None:
+            while clock.now < 2.0:
+                await anyio.lowlevel.checkpoint()
+            pacer.answered(slow)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer_later)
+            await pacer.acquire()
+            started.append(clock.now)
+
+    anyio.run(main)
+    assert 3.0 <= started[0] <= 3.1  # the answer at about 2.0, then one window
