@@ -59,6 +59,14 @@ def _canned_body(canned: CannedResponse) -> tuple[bytes, str]:
     return json.dumps(body).encode(), "application/json"
 
 
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """Retry-After in whole seconds; a fraction also as `retry-after-ms`, which clients that
+    know it (rtk-export does) prefer."""
+    if seconds == int(seconds):
+        return {"Retry-After": str(int(seconds))}
+    return {"Retry-After": str(math.ceil(seconds)), "retry-after-ms": str(round(seconds * 1000))}
+
+
 def _route(path: str) -> Route:
     if path.startswith(API_PREFIX + "/"):
         return "api"
@@ -211,7 +219,7 @@ class _Service:
         if not rec.dropped:
             rec.status = resp.status
             if resp.status == 429 and route == "api":
-                state.note_429(resp.headers.get("Retry-After"), time.monotonic())
+                state.note_429(resp.headers, time.monotonic())
         return resp
 
     def rate_limited(self, retry_after: float) -> web.Response:
@@ -273,7 +281,7 @@ class _Service:
                 429,
                 971,
                 "Please wait and consider throttling your request speed",
-                headers={"Retry-After": str(self.config.retry_after)},
+                headers=retry_after_headers(self.config.retry_after),
             )
         if fault == "api_success_false":
             return self.error(200, 7000, "Internal processing error, please try again")
@@ -425,6 +433,11 @@ class _Service:
             rec.fault = fault
         if fault == "download_drop":
             return await self.drop(request, rec)
+        if fault == "download_5xx":
+            if state.rng.random() < 0.5:
+                return _s3_error(500, "InternalError", "We encountered an internal error. "
+                                 "Please try again.")
+            return _s3_error(503, "SlowDown", "Please reduce your request rate.")
         length = state.content.size(app_id, sid, kind, ext)
         ctype = {
             "csv": "text/csv",

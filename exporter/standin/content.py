@@ -42,11 +42,10 @@ _TEXTS = (
 _ROW_PERIOD = 64  # rows repeat their content every 64, so big bodies have a computable size
 # A chat row is `<36-char id>,<middle columns>,<24-char createdAt>\r\n`: only the middle varies.
 _ROW_FIXED = 36 + 1 + 1 + 24 + 2
-_NEEDS_QUOTES = (",", '"', "\r", "\n")
 
 
 def _quoted(field: str) -> str:
-    if any(c in field for c in _NEEDS_QUOTES):
+    if "," in field or '"' in field or "\n" in field or "\r" in field:
         return '"' + field.replace('"', '""') + '"'
     return field
 
@@ -129,7 +128,11 @@ class Content:
         prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
         meeting = meeting_id(app_id, session_id)
         middles = []
-        for _ in range(_ROW_PERIOD):
+        # Rows are drawn in order from one seeded generator, so building only the rows a short
+        # body uses gives the very same rows, for a fraction of the cost.
+        rows = self._row_count(app_id, session_id)
+        needed = _ROW_PERIOD if rows is None or rows >= _ROW_PERIOD else rows
+        for _ in range(needed):
             person = rng.randrange(len(_NAMES))
             kind = rng.choices(("TEXT_MESSAGE", "IMAGE_MESSAGE", "FILE_MESSAGE"), (8, 1, 1))[0]
             if kind == "IMAGE_MESSAGE":
@@ -168,6 +171,14 @@ class Content:
         )
         return prefix, middles, filler
 
+    def _row_count(self, app_id: str, session_id: str) -> int | None:
+        """Rows of a chat body, or None when its size (`chat_bytes`) decides."""
+        if self.config.chat_bytes is not None:
+            return None
+        if self.config.chat_rows is not None:
+            return self.config.chat_rows
+        return self._rng(app_id, session_id, "rows").randint(6, 24)
+
     def _plan_chat(self, app_id: str, session_id: str) -> tuple[int, int, int]:
         """(total bytes, full rows, filler payload length or -1 for no filler row)."""
         _, middles, filler = self._chat_templates(app_id, session_id)
@@ -178,10 +189,8 @@ class Content:
             prefix_sums.append(prefix_sums[-1] + n)
         block = prefix_sums[-1]
         target = self.config.chat_bytes
-        if target is None:
-            rows = self.config.chat_rows
-            if rows is None:
-                rows = self._rng(app_id, session_id, "rows").randint(6, 24)
+        rows = self._row_count(app_id, session_id)
+        if rows is not None:
             q, r = divmod(rows, _ROW_PERIOD)
             return header + q * block + prefix_sums[r], rows, -1
         room = target - header - (len(filler.encode()) + _ROW_FIXED)

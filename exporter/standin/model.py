@@ -31,6 +31,7 @@ DOWNLOAD_FAULTS = (
     "download_truncate",
     "download_expired",
     "download_stall",
+    "download_5xx",
 )
 
 Kind = Literal["chat", "transcript", "summary"]
@@ -117,6 +118,7 @@ class FaultRates:
     download_expired: float = 0.0  # a valid URL refused as expired
     download_stall: float = 0.0  # headers and half the body, then silence
     download_slow: float = 0.0
+    download_5xx: float = 0.0  # S3's 500 InternalError or 503 SlowDown
 
     def __post_init__(self) -> None:
         rates = {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -142,7 +144,12 @@ class StandinConfig:
     chat_rows: int | None = None  # None: 6-24 rows (about 1-6 KB), seeded per session
     chat_bytes: int | None = None  # exact chat CSV size, streamed (1 GB is fine)
     faults: FaultRates = field(default_factory=FaultRates)
-    retry_after: int = 1  # Retry-After of injected 429s
+    # Retry-After of injected 429s, in seconds. A fraction is also sent as `retry-after-ms`
+    # (Retry-After itself holds whole seconds only), so chaos runs can honour it quickly.
+    retry_after: float = 1
+    # How long after sending a 429 an arriving API request is still taken as one the client
+    # had sent before it could read that 429 (in flight), and so not counted as early.
+    retry_after_grace: float = 0.0
     slow_seconds: float = 0.05
     stall_seconds: float = 10.0
     rate_limit: tuple[int, float] | None = None  # N requests per W seconds, counted at arrival
@@ -156,6 +163,8 @@ class StandinConfig:
     def __post_init__(self) -> None:
         if self.chat_bytes is not None and self.chat_bytes < 1024:
             raise ValueError("chat_bytes must be at least 1024")
+        if self.retry_after < 0 or self.retry_after_grace < 0:
+            raise ValueError("retry_after and retry_after_grace must not be negative")
         if self.rate_limit is not None and (self.rate_limit[0] < 1 or self.rate_limit[1] <= 0):
             raise ValueError("rate_limit needs N >= 1 and W > 0")
 

@@ -137,7 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chat-bytes", type=int)
     p.add_argument("--rate-limit", type=_rate, help="N/Ws, e.g. 1200/300s")
     p.add_argument("--rate-limit-block", type=float)
-    p.add_argument("--retry-after", type=int, default=1)
+    p.add_argument("--retry-after", type=float, default=1, help="seconds; a fraction is "
+                   "also sent as retry-after-ms")
+    p.add_argument("--retry-after-grace", type=float, default=0.0, help="seconds after a 429 "
+                   "during which arrivals count as already in flight, not early")
     p.add_argument("--slow-seconds", type=float, default=0.05)
     p.add_argument("--stall-seconds", type=float, default=10.0)
     p.add_argument("--max-per-page", type=int)
@@ -190,6 +193,7 @@ def _config(args: argparse.Namespace) -> StandinConfig:
         chat_bytes=args.chat_bytes,
         faults=faults,
         retry_after=args.retry_after,
+        retry_after_grace=args.retry_after_grace,
         slow_seconds=args.slow_seconds,
         stall_seconds=args.stall_seconds,
         max_per_page=args.max_per_page,

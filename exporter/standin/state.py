@@ -89,7 +89,8 @@ class StandinState:
         self._scripts: dict[str, deque[CannedResponse]] = {}
         self._window: deque[float] = deque()
         self._blocked_until = 0.0
-        self._retry_not_before = 0.0
+        # (sent, not before) of each 429 whose Retry-After has not run out yet.
+        self._retry_windows: deque[tuple[float, float]] = deque()
 
     def add_session(self, spec: SessionSpec) -> None:
         """Adds a top-level session (copied) and its breakout rooms to the catalogue."""
@@ -149,7 +150,10 @@ class StandinState:
 
     def api_arrival(self, now: float) -> float | None:
         """Counts an API request in the window; returns a Retry-After if it broke the limit."""
-        if now < self._retry_not_before:
+        windows, grace = self._retry_windows, self.config.retry_after_grace
+        while windows and windows[0][1] <= now:
+            windows.popleft()
+        if any(sent + grace <= now < not_before for sent, not_before in windows):
             self.counters.early_after_retry_after += 1
         if self.config.rate_limit is None:
             return None
@@ -169,12 +173,19 @@ class StandinState:
             return self.config.rate_limit_block
         return win[len(win) - limit] + window - now
 
-    def note_429(self, retry_after: str | None, now: float) -> None:
+    def note_429(self, headers: Mapping[str, str], now: float) -> None:
+        """Remembers a 429 just sent, and how long its Retry-After asks the client to wait."""
         try:
-            seconds = float(retry_after) if retry_after is not None else 0.0
+            if "retry-after-ms" in headers:
+                seconds = float(headers["retry-after-ms"]) / 1000
+            else:
+                seconds = float(headers.get("Retry-After", "0"))
         except ValueError:
             return
-        self._retry_not_before = max(self._retry_not_before, now + seconds)
+        if seconds > 0:
+            # Kept in order of not-before, so that api_arrival can drop the spent ones first.
+            windows = sorted([*self._retry_windows, (now, now + seconds)], key=lambda w: w[1])
+            self._retry_windows = deque(windows)
 
     def presign(self, origin: str, app_id: str, session_id: str, filename: str) -> tuple[str, str]:
         """(URL, expiry in RFC 3339). Expiry is whole seconds, at least `url_lifetime` away."""
