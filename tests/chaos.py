@@ -1,0 +1,108 @@
+"""The chaos run, shared by tests/test_chaos.py and bench/chaos_sweep.py: one export of many
+pairs over real HTTP against the stand-in with every fault at once, then an audit of what
+landed on disk against what the stand-in served."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from exporter.config import Rate, RetryPolicy, Timeouts
+from exporter.download import is_temp_name
+from exporter.standin import FaultRates, run_standin
+from tests.conftest import export, make_settings, manifest_lines, pairs, standin_config, write_sessions
+
+# The mix the issue asks for, per request: 15% 5xx (API and downloads), 5% dropped
+# connections (API before headers; downloads half before headers, half mid-body), 10% 429s,
+# 5% truncated bodies, 5% expired-URL refusals, and some slow answers.
+CHAOS_FAULTS = FaultRates(
+    api_5xx=0.15, api_drop=0.05, api_429=0.10, api_slow=0.10,
+    download_5xx=0.15, download_drop=0.025, download_drop_mid_body=0.025,
+    download_truncate=0.05, download_expired=0.05, download_slow=0.10,
+)
+# The server's limit and the client's --rate keep the ratio of the defaults (Cloudflare's 1200
+# per window, rtk-export's 1000), on a one-second window so that the budget binds in seconds.
+SERVER_LIMIT = (1200, 1.0)
+CLIENT_RATE = Rate(1000, 1.0)
+# Every attempt of a pair fails with odds of about 0.45 under CHAOS_FAULTS (an API 5xx or drop,
+# then a download 5xx, drop or short body; 429s and expired URLs are not counted), so 10
+# attempts would leave one pair in ~300 `failed` (for the next run) and 25 one in ~10**9.
+CHAOS_RETRY = RetryPolicy(max_attempts=25, initial_backoff=0.01, max_backoff=0.1)
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    pairs: int
+    seconds: float
+    statuses: Counter[str]
+    lost: list[str]  # pairs whose last manifest line is not `exported`
+    corrupt: list[str]  # files that differ from what the stand-in served, or from the manifest
+    leftovers: list[str]  # temporary files under DIR after the run
+    strays: list[str]  # any other file under DIR that no manifest line names
+    rate_violations: int
+    early_after_retry_after: int
+    faults: Counter[str]
+    api_requests: int
+    downloads: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (not (self.lost or self.corrupt or self.leftovers or self.strays)
+                and self.rate_violations == 0 and self.early_after_retry_after == 0)
+
+
+async def chaos_run(seed: int, n_pairs: int, root: Path, *, retry_after: float = 0,
+                    retry_after_grace: float = 0.0, concurrency: int = 16,
+                    timeout: float = 600) -> ChaosReport:
+    """Export `n_pairs` under CHAOS_FAULTS with stand-in seed `seed`, then audit DIR."""
+    config = standin_config(faults=CHAOS_FAULTS, seed=seed, rate_limit=SERVER_LIMIT,
+                            retry_after=retry_after, retry_after_grace=retry_after_grace,
+                            slow_seconds=0.02)
+    todo = pairs(n_pairs, apps=7)
+    root.mkdir(parents=True, exist_ok=True)
+    sessions = write_sessions(root / "sessions.txt", todo)
+    out = root / "out"
+    async with run_standin(config) as server:
+        settings = make_settings(server, out, sessions, rate=CLIENT_RATE, retry=CHAOS_RETRY,
+                                 concurrency=concurrency,
+                                 timeouts=Timeouts(connect=5, api=5, read=5))
+        started = time.monotonic()
+        with anyio.fail_after(timeout):  # a hang is a failure, not a stuck sweep
+            result = await export(settings)
+        seconds = time.monotonic() - started
+        expected = {(a, s): hashlib.sha256(server.expected_body(a, s)).hexdigest()
+                    for a, s in todo}
+        counters = server.state.counters
+    last = {(x["app_id"], x["session_id"]): x for x in manifest_lines(out / "manifest.jsonl")}
+    lost, corrupt = [], []
+    for (app, sid), digest in expected.items():
+        line = last.get((app, sid))
+        if line is None or line["status"] != "exported":
+            lost.append(f"{app}/{sid}: {line and line['status']} {line and line['error']}")
+            continue
+        path = out / app / f"{sid}.csv"
+        on_disk = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        if not (on_disk == digest == line["sha256"]) or line["bytes"] != path.stat().st_size:
+            corrupt.append(f"{app}/{sid}")
+    named = {out / x["path"] for x in last.values() if x.get("path")} | {out / "manifest.jsonl"}
+    files = [Path(d) / f for d, _, fs in os.walk(out) for f in fs]
+    return ChaosReport(
+        seed=seed, pairs=n_pairs, seconds=seconds, statuses=Counter(result.stats.counts),
+        lost=lost, corrupt=corrupt,
+        leftovers=[str(p) for p in files if is_temp_name(p.name)],
+        strays=[str(p) for p in files if p not in named and not is_temp_name(p.name)],
+        rate_violations=counters.rate_violations,
+        early_after_retry_after=counters.early_after_retry_after,
+        faults=Counter(counters.faults), api_requests=counters.api_requests,
+        downloads=counters.downloads,
+        stats={"retries": result.stats.retries, "rate_limited": result.stats.rate_limited,
+               "url_refreshes": result.stats.url_refreshes})
