@@ -1,0 +1,102 @@
+"""`python -m tests.kill_harness ARGS...`: the real command line, with a SIGKILL planted at the
+n-th pass through one point named by RTK_KILL_AT=point:n (test-only; the product has no hook).
+
+Points: mid-download (half of a body's bytes written to its temporary file), before-rename
+(temporary file complete and fsynced), after-rename (file in place, manifest line not written),
+mid-manifest-line (half a manifest line written), after-manifest-line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import signal
+import sys
+from typing import IO, Any
+
+from exporter import cli, download
+from exporter.manifest import Manifest
+
+POINTS = ("mid-download", "before-rename", "after-rename", "mid-manifest-line",
+          "after-manifest-line")
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Countdown:
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def hit(self) -> bool:
+        self.left -= 1
+        return self.left == 0
+
+
+class _KillingFile:
+    """A temporary download file whose n-th write stops the process halfway through."""
+
+    def __init__(self, fh: IO[bytes], countdown: _Countdown) -> None:
+        self._fh, self._countdown = fh, countdown
+
+    def write(self, data: bytes) -> int:
+        if self._countdown.hit():
+            self._fh.write(data[: len(data) // 2])
+            self._fh.flush()
+            _die()
+        return self._fh.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+    def __enter__(self) -> _KillingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+
+def plant(point: str, n: int) -> None:
+    countdown = _Countdown(n)
+    if point == "mid-download":
+        def killing_open(path: Any, mode: str = "r", *a: Any, **kw: Any) -> Any:
+            fh = builtins.open(path, mode, *a, **kw)
+            return _KillingFile(fh, countdown) if "w" in mode else fh
+
+        download.open = killing_open  # type: ignore[attr-defined]
+    elif point in ("before-rename", "after-rename"):
+        real_replace = os.replace
+
+        def replace(src: Any, dst: Any) -> None:
+            hit = countdown.hit()
+            if hit and point == "before-rename":
+                _die()
+            real_replace(src, dst)
+            if hit:
+                _die()
+
+        download.os.replace = replace  # type: ignore[assignment]
+    elif point in ("mid-manifest-line", "after-manifest-line"):
+        real_append = Manifest.append
+
+        def append(self: Manifest, rec: dict[str, Any]) -> None:
+            if countdown.hit():
+                if point == "mid-manifest-line":
+                    assert self._out is not None
+                    self._out.write(b'{"app_id":"' + rec["app_id"].encode() + b'","sess')
+                    self._out.flush()
+                    _die()
+                real_append(self, rec)
+                _die()
+            real_append(self, rec)
+
+        Manifest.append = append  # type: ignore[method-assign]
+    else:
+        raise SystemExit(f"unknown kill point {point!r}; one of {', '.join(POINTS)}")
+
+
+if __name__ == "__main__":
+    where, _, count = os.environ["RTK_KILL_AT"].partition(":")
+    plant(where, int(count))
+    sys.exit(cli.main(sys.argv[1:]))
