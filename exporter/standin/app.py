@@ -165,7 +165,16 @@ class _Service:
     ) -> web.StreamResponse:
         if canned.action == "drop":
             return await self.drop(request, rec)
+        if canned.action == "hang":
+            await asyncio.sleep(canned.seconds)
+            return await self.drop(request, rec)
         body, ctype = _canned_body(canned)
+        if canned.action == "raw":
+            if request.transport is not None:
+                request.transport.write(body)
+            rec.status = int(body.split(b" ", 2)[1]) if body.startswith(b"HTTP/") else None
+            self.cut(request, abort=False)
+            return web.Response()
         headers = {"Content-Type": ctype, **canned.headers}
         if canned.action == "stall":
             return await self.stream(
@@ -216,7 +225,8 @@ class _Service:
             resp = self.rate_limited(retry_after)
         else:
             resp = await self.guarded(request, rec, handler)
-        if not rec.dropped:
+        raw = canned is not None and canned.action == "raw"  # its status is recorded already
+        if not rec.dropped and not raw:
             rec.status = resp.status
             if resp.status == 429 and route == "api":
                 state.note_429(resp.headers, time.monotonic())

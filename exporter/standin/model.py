@@ -37,7 +37,7 @@ DOWNLOAD_FAULTS = (
 Kind = Literal["chat", "transcript", "summary"]
 Envelope = Literal["auto", "v4", "rtk"]
 Route = Literal["api", "download", "other"]
-Action = Literal["respond", "drop", "stall", "trickle"]
+Action = Literal["respond", "drop", "stall", "trickle", "hang", "raw"]
 
 
 @dataclass
@@ -174,7 +174,9 @@ class CannedResponse:
     """A scripted answer. body None: an error envelope for status >= 400, else empty.
 
     action: respond; drop (close before headers); stall (headers, then silence for `seconds`,
-    then close); trickle (the body a byte at a time, `seconds` apart).
+    then close); trickle (the body a byte at a time, `seconds` apart); hang (no answer at all
+    for `seconds`, then close); raw (`body` written to the socket as it is, status line and
+    headers included, then close: for answers aiohttp would refuse to send).
     """
 
     status: int = 200
