@@ -162,6 +162,10 @@ class Downloader:
                         f"download had {size} bytes, the server announced {announced}")
                 await anyio.to_thread.run_sync(os.fsync, fh.fileno())
             os.replace(tmp, final)
+        except (TimeoutError, aiohttp.ClientError):
+            # The network failed, not the disk: both are OSErrors (TimeoutError, ClientOSError)
+            # and would otherwise be reported as a write failure and never retried.
+            raise
         except OSError as exc:
             raise disk_error(exc, final) or PermanentError(
                 f"cannot write {final.name}: {exc.strerror}") from None
