@@ -69,13 +69,16 @@ def main() -> int:
                       leftovers=len(report.leftovers), strays=len(report.strays),
                       rate_violations=report.rate_violations,
                       early_after_retry_after=report.early_after_retry_after,
+                      client_early=report.client_early,
                       api_requests=report.api_requests, downloads=report.downloads,
                       retries=report.stats["retries"])
         if not report.ok:
             bad.append(f"seed {seed}: lost={report.lost[:3]} corrupt={report.corrupt[:3]} "
                        f"leftovers={report.leftovers[:3]} strays={report.strays[:3]} "
                        f"violations={report.rate_violations} "
-                       f"early={report.early_after_retry_after}")
+                       f"early={report.early_after_retry_after} "
+                       f"client_early={report.client_early}")
+            print(bad[-1], file=sys.stderr, flush=True)
         print(f"seed {seed}: {report.seconds:.1f} s, {report.statuses['exported']}/"
               f"{report.pairs} exported, faults {sum(report.faults.values())}, "
               f"{'ok' if report.ok else 'FAILED'}", file=sys.stderr, flush=True)

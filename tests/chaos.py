@@ -16,6 +16,7 @@ import anyio
 
 from exporter.config import Rate, RetryPolicy, Timeouts
 from exporter.download import is_temp_name
+from exporter.ratelimit import Pacer
 from exporter.standin import FaultRates, run_standin
 from tests.conftest import export, make_settings, manifest_lines, pairs, standin_config, write_sessions
 
@@ -37,6 +38,28 @@ CLIENT_RATE = Rate(1000, 1.0)
 CHAOS_RETRY = RetryPolicy(max_attempts=25, initial_backoff=0.01, max_backoff=0.1)
 
 
+class AuditedPacer(Pacer):
+    """The real pacer, also noting each pause and each start: a request started inside a pause
+    the client had already been told about is a Retry-After it did not honour."""
+
+    def __init__(self, rate: Rate) -> None:
+        super().__init__(rate)
+        self.pauses: list[tuple[float, float]] = []
+        self.starts: list[float] = []
+
+    async def acquire(self) -> None:
+        await super().acquire()
+        self.starts.append(time.monotonic())
+
+    def pause(self, seconds: float) -> None:
+        now = time.monotonic()
+        self.pauses.append((now, now + seconds))
+        super().pause(seconds)
+
+    def starts_inside_pauses(self) -> int:
+        return sum(1 for t in self.starts for begin, end in self.pauses if begin <= t < end)
+
+
 @dataclass
 class ChaosReport:
     seed: int
@@ -48,7 +71,8 @@ class ChaosReport:
     leftovers: list[str]  # temporary files under DIR after the run
     strays: list[str]  # any other file under DIR that no manifest line names
     rate_violations: int
-    early_after_retry_after: int
+    early_after_retry_after: int  # as the server counts them (see StandinConfig's grace)
+    client_early: int  # requests the client started inside a Retry-After it had received
     faults: Counter[str]
     api_requests: int
     downloads: int
@@ -57,7 +81,8 @@ class ChaosReport:
     @property
     def ok(self) -> bool:
         return (not (self.lost or self.corrupt or self.leftovers or self.strays)
-                and self.rate_violations == 0 and self.early_after_retry_after == 0)
+                and self.rate_violations == 0 and self.early_after_retry_after == 0
+                and self.client_early == 0)
 
 
 async def chaos_run(seed: int, n_pairs: int, root: Path, *, retry_after: float = 0,
@@ -75,9 +100,10 @@ async def chaos_run(seed: int, n_pairs: int, root: Path, *, retry_after: float =
         settings = make_settings(server, out, sessions, rate=CLIENT_RATE, retry=CHAOS_RETRY,
                                  concurrency=concurrency,
                                  timeouts=Timeouts(connect=5, api=5, read=5))
+        pacer = AuditedPacer(CLIENT_RATE)
         started = time.monotonic()
         with anyio.fail_after(timeout):  # a hang is a failure, not a stuck sweep
-            result = await export(settings)
+            result = await export(settings, pacer=pacer)
         seconds = time.monotonic() - started
         expected = {(a, s): hashlib.sha256(server.expected_body(a, s)).hexdigest()
                     for a, s in todo}
@@ -102,6 +128,7 @@ async def chaos_run(seed: int, n_pairs: int, root: Path, *, retry_after: float =
         strays=[str(p) for p in files if p not in named and not is_temp_name(p.name)],
         rate_violations=counters.rate_violations,
         early_after_retry_after=counters.early_after_retry_after,
+        client_early=pacer.starts_inside_pauses(),
         faults=Counter(counters.faults), api_requests=counters.api_requests,
         downloads=counters.downloads,
         stats={"retries": result.stats.retries, "rate_limited": result.stats.rate_limited,
