@@ -6,6 +6,7 @@ bytes per unit); the line itself is read back from disk when its unit comes up a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from exporter.errors import ExportError
+from exporter.errors import DiskError, ExportError
 from exporter.keyset import KeyIndex, key_of
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,9 @@ class Manifest:
 
     def open_for_append(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        # Unbuffered: a line that cannot be written must not linger in a buffer, to be half
+        # written again by close() after append() has cut it off.
+        self._out = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         # A line torn by a crash must not swallow the first line of this run.
         if self._out.tell() > 0:
             with open(self.path, "rb") as fh:
@@ -162,11 +165,25 @@ class Manifest:
                     self._out.write(b"\n")
 
     def append(self, rec: dict[str, Any]) -> None:
-        """Write one line and hand it to the OS at once: a crash loses only units in flight."""
+        """Write one line and hand it to the OS at once: a crash loses only units in flight.
+
+        A line the disk refuses (full, a file-size limit, an I/O error) stops the run with a
+        DiskError: outcomes that cannot be recorded must not be exported on. Whatever part of
+        the line did get written is cut off again, so the manifest stays whole lines.
+        """
         assert self._out is not None, "open_for_append() first"
-        self._out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode()
-                        + b"\n")
-        self._out.flush()
+        data = memoryview(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode()
+                          + b"\n")
+        fd = self._out.fileno()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise DiskError(f"cannot write the manifest {self.path}: "
+                            f"{exc.strerror or exc}") from None
 
     def sync(self) -> None:
         if self._out is not None:
