@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -206,17 +207,33 @@ def check_discovery(apps: tuple[str, ...], since: str | None, until: str | None)
 
 
 def check_writable(settings: Settings) -> None:
-    """Fail before any request if DIR or the manifest cannot be written."""
-    for folder in (settings.out_dir, settings.manifest_path.parent):
+    """Fail before any request if DIR or the manifest cannot be written.
+
+    By writing, not by asking os.access(): that says yes to root whatever the modes, and
+    knows nothing of read-only bind mounts or file systems that refuse new files.
+    """
+    for folder in dict.fromkeys((settings.out_dir, settings.manifest_path.parent)):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create {folder}: {exc.strerror}") from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"cannot write to {folder}: permission denied")
+        try:
+            # Named like a download's temporary file, so a run killed right here leaves
+            # nothing the next run does not clean up.
+            fd, probe = tempfile.mkstemp(prefix=".rtk-export-probe-", suffix=".part",
+                                         dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise UsageError(f"cannot write to {folder}: {exc.strerror}") from None
     m = settings.manifest_path
-    if m.exists() and not os.access(m, os.W_OK):
-        raise UsageError(f"cannot write the manifest {m}: permission denied")
+    if m.is_dir():
+        raise UsageError(f"the manifest {m} is a directory")
+    if m.exists():
+        try:
+            open(m, "ab").close()  # noqa: SIM115 - opened only to learn that it can be
+        except OSError as exc:
+            raise UsageError(f"cannot write the manifest {m}: {exc.strerror}") from None
 
 
 def exit_code(result: object) -> int:
