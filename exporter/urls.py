@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 
@@ -27,8 +28,17 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+# The characters of a host name as DNS spells it (IDN hosts arrive in their xn-- form), or an
+# IP literal; linear on purpose (no nested repeats), since the API's answer is not trusted.
+_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$|^\[[0-9A-Fa-f:.]+\]$")
+
+
 def download_url_problem(url: str) -> str | None:
     """Why this download URL must not be used, or None: https only, plain http to loopback."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        # A space would send us to DNS with a host that cannot exist, and CR LF in a request
+        # line would let the answer inject headers: neither is in a URL an API would sign.
+        return "download URL has a space or a control character"
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises on a malformed port
@@ -36,6 +46,10 @@ def download_url_problem(url: str) -> str | None:
         return "download URL is malformed"
     if not parts.hostname:
         return "download URL has no host"
+    netloc_host = parts.netloc.rpartition("@")[2]
+    host = netloc_host.rsplit(":", 1)[0] if not netloc_host.endswith("]") else netloc_host
+    if not _HOST.match(host):
+        return "download URL has a malformed host"
     if parts.scheme == "https":
         return None
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
