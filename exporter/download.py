@@ -10,6 +10,8 @@ import errno
 import hashlib
 import os
 import secrets
+import zlib
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,11 @@ class Downloader:
             connector=aiohttp.TCPConnector(limit=max(self._settings.concurrency, 4)),
             # Presigned URLs are signed over the exact path and query: send them untouched.
             requote_redirect_url=False,
+            # Encoded bodies are decoded by _Decoder: aiohttp's decoder lets a gzip stream that
+            # stops early pass as complete, and hides the encoded length Content-Length counts.
+            auto_decompress=False,
+            # Only the encodings _Decoder knows (S3 serves an object's stored encoding anyway).
+            headers={"Accept-Encoding": "gzip, deflate"},
         )
         no_hidden_retries(self._session)
         return self
@@ -139,29 +146,36 @@ class Downloader:
                              http_status=status)
 
     async def _store(self, resp: aiohttp.ClientResponse, tmp: Path, final: Path) -> Stored:
-        # With a Content-Encoding, aiohttp hands us the decoded bytes while Content-Length
-        # counts the encoded ones; the decoder's own framing checks the body then.
-        encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
-        announced = None if encoded else resp.content_length
+        decoder = _Decoder.for_encoding(resp.headers.get("Content-Encoding", ""))
+        announced = resp.content_length  # bytes on the wire, whatever the encoding
         digest = hashlib.sha256()
-        size = 0
+        size = received = 0
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             # Small buffered writes go to the page cache in microseconds; only fsync can take
             # long, and it runs in a worker thread below.
             with open(tmp, "wb") as fh:  # noqa: ASYNC230 - a create in a warm folder
                 async for chunk in resp.content.iter_chunked(CHUNK):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                    if announced is not None and size > announced:
+                    received += len(chunk)
+                    if announced is not None and received > announced:
                         break
-                fh.flush()
-                if announced is not None and size != announced:
+                    for piece in decoder.feed(chunk) if decoder else (chunk,):
+                        fh.write(piece)
+                        digest.update(piece)
+                        size += len(piece)
+                if announced is not None and received != announced:
                     raise IncompleteDownload(
-                        f"download had {size} bytes, the server announced {announced}")
+                        f"download had {received} bytes, the server announced {announced}")
+                if decoder:
+                    piece = decoder.finish()
+                    fh.write(piece)
+                    digest.update(piece)
+                    size += len(piece)
+                fh.flush()
                 await anyio.to_thread.run_sync(os.fsync, fh.fileno())
             os.replace(tmp, final)
+        except zlib.error:
+            raise IncompleteDownload("compressed download is cut short or corrupt") from None
         except (TimeoutError, aiohttp.ClientError):
             # The network failed, not the disk: both are OSErrors (TimeoutError, ClientOSError)
             # and would otherwise be reported as a write failure and never retried.
@@ -171,6 +185,43 @@ class Downloader:
                 f"cannot write {final.name}: {exc.strerror}") from None
         return Stored(size=size, sha256=digest.hexdigest())
 
+
+class _Decoder:
+    """Undoes Content-Encoding gzip or deflate in bounded pieces, and insists on the end of the
+    stream (the gzip trailer holds a CRC-32 and the length): a body cut short never passes."""
+
+    def __init__(self, wbits: int, gzip: bool) -> None:
+        self._wbits, self._gzip = wbits, gzip
+        self._z = zlib.decompressobj(wbits)
+
+    @classmethod
+    def for_encoding(cls, value: str) -> _Decoder | None:
+        encoding = value.strip().lower()
+        if encoding in ("", "identity"):
+            return None
+        if encoding in ("gzip", "x-gzip"):
+            return cls(16 + zlib.MAX_WBITS, gzip=True)
+        if encoding == "deflate":  # zlib-wrapped, as RFC 9110 says
+            return cls(zlib.MAX_WBITS, gzip=False)
+        raise PermanentError(f"download has an unsupported Content-Encoding {value[:40]!r}")
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._z.eof:
+                if not self._gzip:
+                    raise zlib.error("data after the end of the deflate stream")
+                self._z = zlib.decompressobj(self._wbits)  # gzip allows several members
+            # At most CHUNK out per call: a small body that inflates hugely stays streamed.
+            out = self._z.decompress(data, CHUNK)
+            if out:
+                yield out
+            data = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+
+    def finish(self) -> bytes:
+        tail = self._z.flush()
+        if not self._z.eof:
+            raise zlib.error("the compressed stream ends early")
+        return tail
 
 def _s3_code(body: str) -> str:
     start = body.find("<Code>")
