@@ -64,6 +64,21 @@ def record(*, app_id: str | None, session_id: str | None, kind: str, status: str
     return rec
 
 
+def _line_problem(rec: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed line (edited by hand, written by a newer version), or None."""
+    status = rec.get("status")
+    if status not in STATUSES:
+        return f"has unknown status {str(status)[:40]!r}"
+    if not isinstance(rec.get("kind", "chat"), str):
+        return "has a 'kind' that is not a string"
+    if status in DONE:
+        size, digest = rec.get("bytes"), rec.get("sha256")
+        if (not isinstance(size, int) or isinstance(size, bool) or size < 0
+                or not isinstance(digest, str) or len(digest) != 64):
+            return f"says {status} but has no valid bytes and sha256"
+    return None
+
+
 class Manifest:
     """Append-only JSON Lines file with an index of each unit's latest line."""
 
@@ -108,10 +123,13 @@ class Manifest:
             log.warning("manifest %s line %d has no app_id/session_id; ignored", self.path, number)
             self.damaged_lines += 1
             return None
-        if rec.get("status") not in STATUSES:
-            log.warning("manifest %s line %d has unknown status %r; its unit will be exported "
-                        "again", self.path, number, str(rec.get("status"))[:40])
+        problem = _line_problem(rec)
+        if problem is not None:
+            # Passed over, as a torn line is: the unit's earlier line, if any, is checked
+            # against its file again, else the unit is exported again. Never a crash.
+            log.warning("manifest %s line %d %s; ignored", self.path, number, problem)
             self.damaged_lines += 1
+            return None
         rec.setdefault("kind", "chat")
         return rec
 
