@@ -282,7 +282,16 @@ class ApiClient:
             if pause is None:
                 pause = self._settings.retry.default_rate_limit_pause
             self._pacer.pause(pause)
-        raise err
+        raise self._without_token(err)
+
+    def _without_token(self, err: ExportError) -> ExportError:
+        # An API, or a proxy in front of it, may echo the request's Authorization header in
+        # an error message, which would then reach the manifest, the logs and the terminal.
+        token = self._settings.token
+        if token and token in err.message:
+            err.message = err.message.replace(token, "[token]")
+            err.args = (err.message,)
+        return err
 
     async def get_link(self, app_id: str, session_id: str, kind: str) -> Link:
         """Ask for a fresh presigned URL of one session's `kind` export."""
@@ -297,4 +306,7 @@ class ApiClient:
             if kind != "chat" and exc.http_status == 404 and type(exc) is PermanentError:
                 raise Unavailable(exc.message, http_status=404) from None
             raise
-        return link_from_answer(kind, body)
+        try:
+            return link_from_answer(kind, body)
+        except ExportError as exc:
+            raise self._without_token(exc) from None
