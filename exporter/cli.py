@@ -354,8 +354,16 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         report_end(args, result, EXIT_STOPPED)
         return EXIT_STOPPED
     except Exception as exc:  # a bug: say so plainly and let cron see a failed run
-        log.critical("rtk-export: internal error, the run stopped: %s: %s",
-                     type(exc).__name__, exc, extra={"event": "internal_error"})
+        from exporter.urls import redact_text
+
+        # The bug itself, not anyio's wrapper around it; and no secret: an exception's message
+        # may quote a request (aiohttp's RequestInfo repr holds the headers) or a presigned URL.
+        bug: BaseException = exc
+        while isinstance(bug, BaseExceptionGroup) and len(bug.exceptions) == 1:
+            bug = bug.exceptions[0]
+        log.critical("rtk-export: internal error, the run stopped: %s",
+                     redact_text(f"{type(bug).__name__}: {bug}", settings.token),
+                     extra={"event": "internal_error"})
         report_end(args, result, EXIT_STOPPED)
         return EXIT_STOPPED
     code = exit_code(result) if discovery is None else discovery_exit_code(result, discovery)

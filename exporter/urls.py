@@ -13,6 +13,16 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{_port(parts.port)}{parts.path}"
 
 
+_QUERY = re.compile(r"""(https?://[^\s'"<>?#]*)\?[^\s'"<>]*""")
+
+
+def redact_text(text: str, token: str) -> str:
+    """`text` (a traceback, say) without the token and without any URL's query string."""
+    if token:
+        text = text.replace(token, "[token]")
+    return _QUERY.sub(r"\1?[query removed]", text)
+
+
 def _port(port: int | None) -> str:
     return f":{port}" if port else ""
 
