@@ -3,12 +3,15 @@ n-th pass through one point named by RTK_KILL_AT=point:n (test-only; the product
 
 Points: mid-download (half of a body's bytes written to its temporary file), before-rename
 (temporary file complete and fsynced), after-rename (file in place, manifest line not written),
-mid-manifest-line (half a manifest line written), after-manifest-line.
+mid-manifest-line (half a manifest line written), after-manifest-line. And one that is not a
+kill: bug-in-client (an unexpected exception quoting the request, as aiohttp's RequestInfo
+repr does, headers and presigned URL included).
 """
 
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import signal
 import sys
@@ -18,7 +21,7 @@ from exporter import cli, download
 from exporter.manifest import Manifest
 
 POINTS = ("mid-download", "before-rename", "after-rename", "mid-manifest-line",
-          "after-manifest-line")
+          "after-manifest-line", "bug-in-client")
 
 
 def _die() -> None:
@@ -92,6 +95,20 @@ def plant(point: str, n: int) -> None:
             real_append(self, rec)
 
         Manifest.append = append  # type: ignore[method-assign]
+    elif point == "bug-in-client":
+        from exporter import client
+
+        def link_from_answer(kind: str, body: bytes) -> Any:
+            if countdown.hit():
+                url = json.loads(body)["data"]["chat_download_url"]
+                token = os.environ["CLOUDFLARE_API_TOKEN"]
+                raise RuntimeError(
+                    f"RequestInfo(url=URL('{url}'), method='GET', headers=<CIMultiDictProxy("
+                    f"'Authorization': 'Bearer {token}')>, real_url=URL('{url}'))")
+            return real_link(kind, body)
+
+        real_link = client.link_from_answer
+        client.link_from_answer = link_from_answer
     else:
         raise SystemExit(f"unknown kill point {point!r}; one of {', '.join(POINTS)}")
 
