@@ -231,7 +231,7 @@ def check_writable(settings: Settings) -> None:
         raise UsageError(f"the manifest {m} is a directory")
     if m.exists():
         try:
-            open(m, "ab").close()  # noqa: SIM115 - opened only to learn that it can be
+            open(m, "ab").close()
         except OSError as exc:
             raise UsageError(f"cannot write the manifest {m}: {exc.strerror}") from None
 

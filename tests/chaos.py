@@ -18,7 +18,14 @@ from exporter.config import Rate, RetryPolicy, Timeouts
 from exporter.download import is_temp_name
 from exporter.ratelimit import Pacer
 from exporter.standin import FaultRates, run_standin
-from tests.conftest import export, make_settings, manifest_lines, pairs, standin_config, write_sessions
+from tests.conftest import (
+    export,
+    make_settings,
+    manifest_lines,
+    pairs,
+    standin_config,
+    write_sessions,
+)
 
 # The mix the issue asks for, per request: 15% 5xx (API and downloads), 5% dropped
 # connections (API before headers; downloads half before headers, half mid-body), 10% 429s,

@@ -64,7 +64,7 @@ def plant(point: str, n: int) -> None:
     countdown = _Countdown(n)
     if point == "mid-download":
         def killing_open(path: Any, mode: str = "r", *a: Any, **kw: Any) -> Any:
-            fh = builtins.open(path, mode, *a, **kw)
+            fh = builtins.open(path, mode, *a, **kw)  # noqa: SIM115 - the caller closes it
             return _KillingFile(fh, countdown) if "w" in mode else fh
 
         download.open = killing_open  # type: ignore[attr-defined]

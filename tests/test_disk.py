@@ -24,7 +24,8 @@ def file_size_limit(limit: int) -> Callable[[], None]:
     return set_limit
 
 
-def run_limited(args: list[str], server: StandinServer, limit: int) -> subprocess.CompletedProcess[str]:
+def run_limited(args: list[str], server: StandinServer,
+                limit: int) -> subprocess.CompletedProcess[str]:
     env = cli_env(server.base_url, PYTHONDONTWRITEBYTECODE="1")
     return subprocess.run([sys.executable, "-m", "exporter", *args], env=env, text=True,
                           capture_output=True, timeout=60, check=False,
@@ -100,7 +101,7 @@ def live() -> Iterator[StandinServer]:
 
 def _sysfs_refuses_files() -> bool:
     try:
-        open("/sys/rtk-export-probe", "w").close()  # noqa: SIM115
+        open("/sys/rtk-export-probe", "w").close()
     except OSError:
         return os.access("/sys", os.W_OK)  # os.access says yes, the write says no
     os.unlink("/sys/rtk-export-probe")

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from exporter.standin import CannedResponse, FaultRates, StandinConfig, StandinServer, standin_in_thread
+from exporter.standin import (
+    CannedResponse,
+    FaultRates,
+    StandinConfig,
+    StandinServer,
+    standin_in_thread,
+)
 from tests.chaos import CHAOS_FAULTS
 from tests.conftest import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
 

@@ -190,7 +190,8 @@ class Content:
         block = prefix_sums[-1]
         target = self.config.chat_bytes
         rows = self._row_count(app_id, session_id)
-        if rows is not None:
+        if rows is not None or target is None:
+            assert rows is not None  # _row_count gives None only when chat_bytes is set
             q, r = divmod(rows, _ROW_PERIOD)
             return header + q * block + prefix_sums[r], rows, -1
         room = target - header - (len(filler.encode()) + _ROW_FIXED)
