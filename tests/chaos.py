@@ -39,9 +39,10 @@ CHAOS_FAULTS = FaultRates(
 # per window, rtk-export's 1000), on a one-second window so that the budget binds in seconds.
 SERVER_LIMIT = (1200, 1.0)
 CLIENT_RATE = Rate(1000, 1.0)
-# Every attempt of a pair fails with odds of about 0.45 under CHAOS_FAULTS (an API 5xx or drop,
-# then a download 5xx, drop or short body; 429s and expired URLs are not counted), so 10
-# attempts would leave one pair in ~300 `failed` (for the next run) and 25 one in ~10**9.
+# A pair's counted failures are API failures until it has a URL (5xx or drop: 0.2 each), then
+# download failures (5xx, drop, short body: 0.25 each); 429s and expired URLs are not counted.
+# With the default 10 attempts one pair in about 285,000 would end `failed` (for the next run
+# to retry), so a 50-seed sweep would see one now and then; with 25, one in about 3*10**14.
 CHAOS_RETRY = RetryPolicy(max_attempts=25, initial_backoff=0.01, max_backoff=0.1)
 
 
