@@ -71,7 +71,11 @@ class Link:
 def parse_expiry(value: object) -> float | None:
     """RFC 3339 (or epoch seconds) to epoch seconds; None if it cannot be read."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value / 1000 if value > 1e11 else value)
+        try:  # milliseconds when too large for seconds
+            seconds = float(value / 1000 if value > 1e11 else value)
+        except OverflowError:  # an integer of hundreds of digits, from a hostile answer
+            return None
+        return seconds if math.isfinite(seconds) else None
     if isinstance(value, str) and value:
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -140,7 +144,7 @@ def error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> E
 def _envelope_error(body: bytes) -> tuple[int | None, str]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         return None, ""
     if not isinstance(doc, dict):
         return None, ""
@@ -163,7 +167,7 @@ def link_from_answer(kind: str, body: bytes) -> Link:
     """The URL and expiry in a 200 answer, or a PermanentError saying what is wrong with it."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
         raise PermanentError("malformed API answer: not JSON", http_status=200) from None
     if not isinstance(doc, dict):
         raise PermanentError("malformed API answer: not a JSON object", http_status=200)
