@@ -8,6 +8,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from exporter.config import RetryPolicy
@@ -71,6 +72,7 @@ PERMANENT = [
      "download URL"),
     ("URL with CR LF", link_answer("http://127.0.0.1:1/x\r\nAuthorization: Bearer x"),
      "download URL"),
+    ("JSON nested 100,000 deep", CannedResponse(200, body=b"[" * 100_000), "not JSON"),
     ("404 HTML", CannedResponse(404, body="<html>Not Found</html>",
                                 headers={"Content-Type": "text/html"}), "HTTP 404"),
 ]
@@ -95,16 +97,20 @@ async def test_a_broken_api_answer_fails_only_its_pair(server: StandinServer, tm
 
 async def test_an_html_error_page_from_a_proxy_is_retried(server: StandinServer,
                                                           tmp_path: Path) -> None:
-    """A 502 or 503 HTML page from a proxy in front of the API is transient: retried."""
+    """A 502 or 503 HTML page from a proxy in front of the API is transient: retried; so is a
+    500 whose body is JSON nested too deep to parse."""
     answer(server, CannedResponse(502, body=HTML_502, headers={"Content-Type": "text/html"}),
            CannedResponse(503, body="<html>Service Unavailable</html>",
-                          headers={"Content-Type": "text/html"}))
-    line, _, out = await run_pair(server, tmp_path)
-    assert line["status"] == "exported" and line["attempts"] == 4
+                          headers={"Content-Type": "text/html"}),
+           CannedResponse(500, body=b"{\"errors\": " + b"[" * 100_000))
+    line, _, out = await run_pair(server, tmp_path, max_attempts=4)
+    assert line["status"] == "exported" and line["attempts"] == 5
     assert (out / "a1/s1.csv").read_bytes() == server.expected_body("a1", "s1")
 
 
-@pytest.mark.parametrize("expiry", ["soon", "", None, "2026-13-45T99:00:00Z", [1], "NaN"])
+@pytest.mark.parametrize("expiry", ["soon", "", None, "2026-13-45T99:00:00Z", [1], "NaN",
+                                    float("nan"), float("inf"), 10**400, -(10**400)],
+                         ids=lambda v: repr(v)[:16])
 async def test_an_unreadable_expiry_still_downloads(server: StandinServer, tmp_path: Path,
                                                     expiry: object) -> None:
     """A URL whose expiry cannot be read is used at once, as any freshly issued URL is."""
@@ -197,3 +203,15 @@ async def test_an_unknown_content_encoding_fails_the_pair(server: StandinServer,
     assert not (out / "a1/s1.csv").exists()
     assert all(r.headers.get("Accept-Encoding") == "gzip, deflate"
                for r in server.state.records("download"))
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "1e999"}, {"Retry-After": "inf"},
+                                     {"retry-after-ms": "Infinity"}, {"Retry-After": "nan"}])
+async def test_a_429_with_an_endless_retry_after_does_not_hang(
+        server: StandinServer, tmp_path: Path, headers: dict[str, str]) -> None:
+    """A Retry-After of infinity (or not a number) is unreadable, not a pause forever: the
+    429's default pause applies (zero here) and the pair is exported."""
+    answer(server, CannedResponse(429, headers=headers))
+    with anyio.fail_after(10):
+        line, _, _ = await run_pair(server, tmp_path)
+    assert line["status"] == "exported"
