@@ -215,3 +215,19 @@ async def test_a_429_with_an_endless_retry_after_does_not_hang(
     with anyio.fail_after(10):
         line, _, _ = await run_pair(server, tmp_path)
     assert line["status"] == "exported"
+
+
+async def test_a_chunked_body_cut_before_its_last_chunk_is_retried(
+        server: StandinServer, tmp_path: Path) -> None:
+    """Without Content-Length (chunked), a body whose closing chunk never comes is incomplete:
+    retried, never stored; a complete chunked body is stored as sent."""
+    body = server.expected_body("a1", "s1")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n"
+    server.script("/downloads/a1/s1/chat.csv",
+                  CannedResponse(body=head + chunk[: len(chunk) // 2], action="raw"),
+                  CannedResponse(body=head + chunk, action="raw"),  # no final 0-size chunk
+                  CannedResponse(body=head + chunk + b"0\r\n\r\n", action="raw"))
+    line, _, out = await run_pair(server, tmp_path, max_attempts=4)
+    assert line["status"] == "exported" and line["attempts"] == 4
+    assert (out / "a1/s1.csv").read_bytes() == body
