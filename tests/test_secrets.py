@@ -104,7 +104,7 @@ def test_a_refused_token_echoed_back_is_not_printed(tmp_path: Path) -> None:
 
 def test_a_bug_prints_its_traceback_without_headers_or_signatures(tmp_path: Path) -> None:
     """An unexpected exception that quotes its request (headers, presigned URL): exit 2, a
-    traceback that names the bug, and neither the token nor the URL's query in it."""
+    line that names the bug itself, and neither the token nor the URL's query in it."""
     with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT)) as server:
         sessions = write_sessions(tmp_path / "s.txt", pairs(4))
         env = cli_env(server.base_url, RTK_KILL_AT="bug-in-client:2")
@@ -114,7 +114,7 @@ def test_a_bug_prints_its_traceback_without_headers_or_signatures(tmp_path: Path
         issued = signatures(server)
     assert proc.returncode == 2, proc.stderr
     assert "internal error" in proc.stderr and "RuntimeError: RequestInfo(" in proc.stderr
-    assert "Traceback" in proc.stderr and "?[query removed]" in proc.stderr
+    assert "?[query removed]" in proc.stderr
     assert TOKEN not in proc.stderr and "Bearer [token]" in proc.stderr
     assert not SIGNATURE.search(proc.stderr)
     assert not [s for s in issued if s in proc.stderr]
