@@ -55,9 +55,10 @@ class AuditedPacer(Pacer):
         self.pauses: list[tuple[float, float]] = []
         self.starts: list[float] = []
 
-    async def acquire(self) -> None:
-        await super().acquire()
+    async def acquire(self) -> int:
+        ticket = await super().acquire()
         self.starts.append(time.monotonic())
+        return ticket
 
     def pause(self, seconds: float) -> None:
         now = time.monotonic()
