@@ -18,15 +18,16 @@ from tests.conftest import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, w
 
 N = 40
 # Slow downloads stretch a run to about a second, so that random kills land inside it.
-SLOW = StandinConfig(token=TOKEN, account_id=ACCOUNT, slow_seconds=0.03,
+SLOW = StandinConfig(token=TOKEN, account_id=ACCOUNT, slow_seconds=0.06,
                      faults=FaultRates(download_slow=1.0))
 PLANTED = [("mid-download", n) for n in (1, 4, 11, 23)] + \
     [("before-rename", n) for n in (1, 6, 17)] + \
     [("after-rename", n) for n in (1, 9, 30)] + \
     [("mid-manifest-line", n) for n in (1, 2, 14, 35)] + \
     [("after-manifest-line", n) for n in (3, 20)]
-# From 0.2 s (still starting up) to 0.825 s (mid-run); a run takes over a second.
-RANDOM_DELAYS = random.Random(7).sample([0.2 + 0.125 * i for i in range(6)], 6)
+# From 0.2 s (still starting up) to 0.7 s (mid-run); a run takes over a second (start-up,
+# then 40 downloads of 60 ms each, 4 at a time).
+RANDOM_DELAYS = random.Random(7).sample([round(0.2 + 0.1 * i, 1) for i in range(6)], 6)
 
 
 @pytest.fixture(scope="module")
