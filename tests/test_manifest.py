@@ -76,8 +76,8 @@ def test_garbage_and_unknown_status_are_reported_by_line(
     assert "line 4 has no app_id/session_id" in caplog.text
     assert m.damaged_lines == 3
     assert m.latest("a", "s1", "chat") is not None
-    latest = m.latest("a", "s2", "chat")
-    assert latest is not None and latest["status"] == "archived?"  # not DONE: exported again
+    # Passed over, as the README says: with no other line for it, the unit is exported again.
+    assert m.latest("a", "s2", "chat") is None
     m.close()
 
 
