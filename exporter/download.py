@@ -21,7 +21,7 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from exporter.client import Link, describe_exception, no_hidden_retries
+from exporter.client import Link, describe_exception, no_hidden_retries, parse_retry_after
 from exporter.config import Settings
 from exporter.errors import (
     DiskError,
@@ -33,6 +33,8 @@ from exporter.errors import (
 from exporter.urls import download_url_problem
 
 CHUNK = 256 * 1024
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 TMP_PREFIX = ".rtk-export-"
 TMP_SUFFIX = ".part"
 # Errors that mean the disk, not the pair, is the problem: retrying other pairs cannot help.
@@ -113,15 +115,25 @@ class Downloader:
         if problem:
             raise PermanentError(problem)
         tmp = temp_name(final)
+        url = URL(link.url, encoded=True)
         try:
             try:
-                async with self._session.get(URL(link.url, encoded=True),
-                                             allow_redirects=True, max_redirects=5) as resp:
-                    if resp.status != 200:
-                        await self._refuse(resp, link)
-                    if download_url_problem(str(resp.url)):
-                        raise PermanentError("download was redirected to a refused URL")
-                    return await self._store(resp, tmp, final)
+                # Redirects are followed by hand, so that each hop is checked (https, or http
+                # to loopback) before a request goes to it.
+                for _ in range(MAX_REDIRECTS + 1):
+                    async with self._session.get(url, allow_redirects=False) as resp:
+                        location = resp.headers.get("Location")
+                        if resp.status in _REDIRECTS and location:
+                            url = url.join(URL(location, encoded=True))
+                            problem = download_url_problem(str(url))
+                            if problem:
+                                raise PermanentError(f"download redirected: {problem}",
+                                                     http_status=resp.status)
+                            continue
+                        if resp.status != 200:
+                            await self._refuse(resp, link)
+                        return await self._store(resp, tmp, final)
+                raise PermanentError(f"download redirected more than {MAX_REDIRECTS} times")
             except (TimeoutError, aiohttp.ClientError) as exc:
                 msg = describe_exception(exc)
                 if isinstance(exc, aiohttp.ClientPayloadError):
@@ -140,8 +152,10 @@ class Downloader:
         past_expiry = link.expires_at is not None and not link.usable_for(0)
         if status == 403 and ("expired" in body.lower() or past_expiry):
             raise LinkExpired("download URL expired (HTTP 403)", http_status=403)
-        if status in (408, 429) or status >= 500:
-            raise TransientError(f"download refused: HTTP {status}", http_status=status)
+        if status in (408, 409, 429) or status >= 500:
+            # S3's 503 SlowDown may say how long to slow down for.
+            raise TransientError(f"download refused: HTTP {status}", http_status=status,
+                                 retry_after=parse_retry_after(resp.headers))
         raise PermanentError(f"download refused: HTTP {status}{_s3_code(body)}",
                              http_status=status)
 

@@ -278,3 +278,37 @@ def test_an_interrupted_atomic_write_leaves_a_name_the_next_run_removes(tmp_path
     assert len(left) == 1 and left[0].startswith(".rtk-export-")
     assert remove_stale_temps(tmp_path) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_download_redirects_are_checked_hop_by_hop(server: StandinServer,
+                                                         tmp_path: Path) -> None:
+    """A relative redirect on loopback is followed; one to a refused scheme fails the pair
+    without any request to it."""
+    body = server.expected_body("a1", "s1")
+    server.script("/downloads/a1/s1/chat.csv",
+                  CannedResponse(302, headers={"Location": "chat.csv?moved=1"}),
+                  CannedResponse(200, body=body))
+    server.script("/downloads/a1/s2/chat.csv",
+                  CannedResponse(302, headers={"Location": "ftp://127.0.0.1/s2.csv"}))
+    sessions = write_sessions(tmp_path / "s.txt", [("a1", "s1"), ("a1", "s2")])
+    out = tmp_path / "out"
+    result = await export(make_settings(server, out, sessions))
+    assert result.stats.counts == {"exported": 1, "failed": 1}
+    assert (out / "a1/s1.csv").read_bytes() == body
+    moved = [r for r in server.state.records("download") if r.query.get("moved") == "1"]
+    assert len(moved) == 1 and moved[0].path == "/downloads/a1/s1/chat.csv"
+    failed = next(x for x in manifest_lines(out / "manifest.jsonl") if x["status"] == "failed")
+    assert failed["session_id"] == "s2" and "download redirected" in failed["error"]["message"]
+    assert failed["error"]["http_status"] == 302
+
+
+async def test_a_download_409_or_503_is_retried_after_its_retry_after(
+        server: StandinServer, tmp_path: Path) -> None:
+    """409 and 503 from the download host are transient, and their Retry-After is honoured."""
+    server.script("/downloads/a1/s1/chat.csv", CannedResponse(409),
+                  CannedResponse(503, headers={"Retry-After": "0"}))
+    sessions = write_sessions(tmp_path / "s.txt", [("a1", "s1")])
+    out = tmp_path / "out"
+    result = await export(make_settings(server, out, sessions))
+    assert result.stats.counts == {"exported": 1}
+    assert result.stats.retries == 2
