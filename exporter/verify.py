@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from exporter.keyset import KeySet, key_of
 from exporter.manifest import Manifest, file_matches
@@ -52,7 +52,10 @@ def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) ->
                 continue
             found.checked += 1
             path = out_dir / rel
-            if not path.is_file():
+            if not _inside(rel):
+                # A hand-edited line: never read, let alone trust, a file outside DIR.
+                found.corrupt.append(rel)
+            elif not path.is_file():
                 found.missing.append(rel)
             elif file_matches(path, rec.get("bytes"), rec.get("sha256")):
                 found.intact += 1
@@ -70,6 +73,12 @@ def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) ->
         if key_of(rel) not in named:
             found.untracked.append(rel)
     return found
+
+
+def _inside(rel: str) -> bool:
+    """A plain relative path that stays in DIR (what the exporter itself writes)."""
+    parts = PurePosixPath(rel).parts
+    return bool(parts) and not rel.startswith("/") and ".." not in parts and "\\" not in rel
 
 
 def _files(top: Path) -> Iterator[Path]:

@@ -327,3 +327,21 @@ def test_stdin_pairs_flow_at_once_and_an_open_pipe_does_not_hang_a_signal(
         finally:
             proc.kill()
     assert proc.returncode == 143, err
+
+
+def test_verify_never_reads_a_path_outside_dir(tmp_path: Path) -> None:
+    """A hand-edited manifest line naming ../secret is reported, and the file is not read."""
+    from exporter.verify import verify
+
+    out = tmp_path / "out"
+    out.mkdir()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("x\n")
+    import hashlib
+
+    (out / "manifest.jsonl").write_text(json.dumps({
+        "app_id": "a", "session_id": "s", "kind": "chat", "status": "exported",
+        "path": "../secret.csv", "bytes": 2,
+        "sha256": hashlib.sha256(b"x\n").hexdigest()}) + "\n")
+    found = verify(out, out / "manifest.jsonl")
+    assert found.corrupt == ["../secret.csv"] and found.intact == 0 and not found.ok
