@@ -111,9 +111,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"rtk-export verify: no manifest at {manifest}", file=sys.stderr)
         return 2
     if sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
+        with Progress(console=Console(stderr=True)) as bar:
             task = bar.add_task("verify", total=None)
             found = verify(out, manifest, on_progress=lambda n: bar.update(task, completed=n))
     else:

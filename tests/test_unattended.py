@@ -345,3 +345,33 @@ def test_verify_never_reads_a_path_outside_dir(tmp_path: Path) -> None:
         "sha256": hashlib.sha256(b"x\n").hexdigest()}) + "\n")
     found = verify(out, out / "manifest.jsonl")
     assert found.corrupt == ["../secret.csv"] and found.intact == 0 and not found.ok
+
+
+def test_verify_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """verify draws a live display when stderr is a terminal, and none when it is piped."""
+    with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT)) as srv:
+        sessions = write_sessions(tmp_path / "s.txt", pairs(40))
+        out = tmp_path / "out"
+        assert run_cli([str(sessions), "--out", str(out)], cli_env(srv.base_url)).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": "100"}
+    verify = [sys.executable, "-m", "exporter", "verify", str(out)]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(verify, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(30)
+    os.close(master)
+    piped = subprocess.run(verify, env=env, capture_output=True, text=True, check=False)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0 and piped.returncode == 0
+    assert "\x1b[" in screen and "verify" in screen
+    assert "\x1b[" not in piped.stderr and "40 files checked" in piped.stderr
