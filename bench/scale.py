@@ -87,6 +87,10 @@ def export_run(pairs: int, marks: list[int], work: Path, concurrency: int) -> No
                     seen[m] = (rss, now)
             time.sleep(0.5)
         wall = time.perf_counter() - start
+    # The lines written after the last sample: without this read the count came out short.
+    with open(manifest, "rb") as fh:
+        fh.seek(offset)
+        lines += fh.read().count(b"\n")
     code = os.waitstatus_to_exitcode(status)
     print(f"\nexport of {pairs} pairs (1-row CSVs, concurrency {concurrency}, --rate unlimited): "
           f"exit {code}, {lines} manifest lines, {wall:.0f} s, {pairs / wall:.0f} pairs/s, "
