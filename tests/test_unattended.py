@@ -228,31 +228,35 @@ def test_not_a_terminal_means_plain_periodic_status_lines(tmp_path: Path,
     assert "/20 done" in lines[-1]
 
 
+def on_a_terminal(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run `cmd` with stderr on a pseudo-terminal; its exit code and all it drew there."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(30)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
 def test_a_terminal_gets_a_live_progress_display(tmp_path: Path) -> None:
     """On a pseudo-terminal the run draws a progress bar; piped, it draws none."""
     with standin_in_thread(SLOW) as srv:
         sessions = write_sessions(tmp_path / "s.txt", pairs(30))
-        master, slave = pty.openpty()
-        proc = subprocess.Popen([sys.executable, "-m", "exporter", str(sessions), "--out",
-                                 str(tmp_path / "tty"), "--concurrency", "2"],
-                                env={**cli_env(srv.base_url), "TERM": "xterm", "COLUMNS": "120"},
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=slave)
-        os.close(slave)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        proc.wait(30)
-        os.close(master)
+        code, screen = on_a_terminal(
+            [sys.executable, "-m", "exporter", str(sessions), "--out", str(tmp_path / "tty"),
+             "--concurrency", "2"], {**cli_env(srv.base_url), "TERM": "xterm", "COLUMNS": "120"})
         piped = run_cli([str(sessions), "--out", str(tmp_path / "pipe")], cli_env(srv.base_url))
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 0
+    assert code == 0
     assert "export" in screen and "30/30" in screen and "\x1b[" in screen
     assert "\x1b[" not in piped.stderr and "━" not in piped.stderr
 
@@ -355,23 +359,8 @@ def test_verify_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
         assert run_cli([str(sessions), "--out", str(out)], cli_env(srv.base_url)).returncode == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": "100"}
     verify = [sys.executable, "-m", "exporter", "verify", str(out)]
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(verify, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    proc.wait(30)
-    os.close(master)
+    code, screen = on_a_terminal(verify, env)
     piped = subprocess.run(verify, env=env, capture_output=True, text=True, check=False)
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 0 and piped.returncode == 0
+    assert code == 0 and piped.returncode == 0
     assert "\x1b[" in screen and "verify" in screen
     assert "\x1b[" not in piped.stderr and "40 files checked" in piped.stderr
