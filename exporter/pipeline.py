@@ -294,14 +294,11 @@ class Run:
                 if self._past_deadline():
                     self._result.left += 1
                     continue
-                self.stats.in_flight += 1
                 try:
                     rec = await self._do(unit)
                 except FatalError as exc:
                     self._stop(exc)
                     return
-                finally:
-                    self.stats.in_flight -= 1
                 if rec is not None:
                     try:
                         self._finish(rec)

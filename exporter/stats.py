@@ -15,4 +15,3 @@ class Stats:
     bytes: int = 0  # bytes stored this run
     counts: Counter[str] = field(default_factory=Counter)  # status -> manifest lines this run
     total: int | None = None  # units known so far, for progress
-    in_flight: int = 0

@@ -176,24 +176,11 @@ class _Service:
             self.cut(request, abort=False)
             return web.Response()
         headers = {"Content-Type": ctype, **canned.headers}
-        if canned.action == "stall":
-            return await self.stream(
-                request,
-                rec,
-                canned.status,
-                headers,
-                [body],
-                len(body),
-                cut_at=0,
-                stall=canned.seconds,
-            )
+        stall = canned.action == "stall"
         return await self.stream(
-            request,
-            rec,
-            canned.status,
-            headers,
-            [body],
-            len(body),
+            request, rec, canned.status, headers, [body], len(body),
+            cut_at=0 if stall else None,  # a stall sends the headers, then nothing
+            stall=canned.seconds if stall else 0.0,
             trickle=canned.seconds if canned.action == "trickle" else 0.0,
         )
 
