@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("rev_b", nargs="?")
     p.add_argument("--pairs", type=int, default=5000)
     p.add_argument("--runs", type=int, default=8)
+    p.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set in B's environment only (to compare a switch in one tree)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rtk-bench-ab-"))
     try:
@@ -46,6 +48,8 @@ def main() -> None:
                 for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
                     e = env()
                     e["PYTHONPATH"] = str(roots[name])
+                    if name == "B":
+                        e.update(kv.split("=", 1) for kv in args.b_env)
                     out = work / f"o{name}{r}"
                     m = run_measured([PY, "-m", "exporter", str(sessions), "--out", str(out),
                                       "--base-url", url, "--rate", "1000000/1s",

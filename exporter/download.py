@@ -1,4 +1,4 @@
-"""Presigned URL -> temporary file beside the target -> SHA-256 and size check -> os.replace.
+"""Presigned URL -> SHA-256 and size check -> temporary file beside the target -> os.replace.
 
 The session here carries no credentials of any kind, so the API token cannot reach the
 download host whatever happens to a URL. A file appears under its final name only complete.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import secrets
 import zlib
@@ -18,7 +19,6 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
-import anyio
 from yarl import URL
 
 from exporter.client import Link, describe_exception, no_hidden_retries, parse_retry_after
@@ -31,8 +31,10 @@ from exporter.errors import (
     TransientError,
 )
 from exporter.urls import download_url_problem
+from exporter.writer import FileWriter, create, write_all
 
 CHUNK = 256 * 1024
+IN_MEMORY = 1024 * 1024  # bytes of a body held before it spills to disk
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 TMP_PREFIX = ".rtk-export-"
@@ -48,8 +50,14 @@ class Stored:
     sha256: str
 
 
+# Unique per process and file without a getrandom() call per file: a random tag drawn once,
+# then a counter.
+_TAG = secrets.token_hex(4)
+_SERIAL = itertools.count()
+
+
 def temp_name(final: Path) -> Path:
-    return final.with_name(f"{TMP_PREFIX}{final.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    return final.with_name(f"{TMP_PREFIX}{final.name}.{_TAG}{next(_SERIAL):x}{TMP_SUFFIX}")
 
 
 def is_temp_name(name: str) -> bool:
@@ -85,6 +93,9 @@ class Downloader:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._writer = FileWriter()
+        # Folders made (or found) by this run: one mkdir each, not one per file.
+        self._folders: set[Path] = set()
 
     async def __aenter__(self) -> Downloader:
         t = self._settings.timeouts
@@ -101,12 +112,16 @@ class Downloader:
             headers={"Accept-Encoding": "gzip, deflate"},
         )
         no_hidden_retries(self._session)
+        await self._writer.__aenter__()
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._session is not None:
-            await self._session.close()
+        try:
+            await self._writer.__aexit__(et, e, tb)
+        finally:
+            if self._session is not None:
+                await self._session.close()
 
     async def fetch(self, link: Link, final: Path) -> Stored:
         """Download `link` into `final` atomically; raise an ExportError on any failure."""
@@ -116,6 +131,7 @@ class Downloader:
             raise PermanentError(problem)
         tmp = temp_name(final)
         url = URL(link.url, encoded=True)
+        stored = False
         try:
             try:
                 # Redirects are followed by hand, so that each hop is checked (https, or http
@@ -132,7 +148,9 @@ class Downloader:
                             continue
                         if resp.status != 200:
                             await self._refuse(resp, link)
-                        return await self._store(resp, tmp, final)
+                        result = await self._store(resp, tmp, final)
+                        stored = True
+                        return result
                 raise PermanentError(f"download redirected more than {MAX_REDIRECTS} times")
             except (TimeoutError, aiohttp.ClientError) as exc:
                 msg = describe_exception(exc)
@@ -140,8 +158,9 @@ class Downloader:
                     raise IncompleteDownload(f"download incomplete: {msg}") from None
                 raise TransientError(f"download failed: {msg}") from None
         finally:
-            with suppress(FileNotFoundError):
-                tmp.unlink()
+            if not stored:
+                with suppress(FileNotFoundError):
+                    tmp.unlink()
 
     async def _refuse(self, resp: aiohttp.ClientResponse, link: Link) -> None:
         status = resp.status
@@ -164,30 +183,42 @@ class Downloader:
         announced = resp.content_length  # bytes on the wire, whatever the encoding
         digest = hashlib.sha256()
         size = received = 0
+        # A body is kept in memory up to IN_MEMORY and then written, synced and renamed in
+        # one go by the writer thread; a larger one spills to its temporary file as it comes.
+        held: list[bytes] = []
+        fd: int | None = None
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            # Small buffered writes go to the page cache in microseconds; only fsync can take
-            # long, and it runs in a worker thread below.
-            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - a create in a warm folder
+            try:
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     received += len(chunk)
                     if announced is not None and received > announced:
                         break
                     for piece in decoder.feed(chunk) if decoder else (chunk,):
-                        fh.write(piece)
                         digest.update(piece)
                         size += len(piece)
+                        if fd is not None:
+                            write_all(fd, piece)
+                            continue
+                        held.append(piece)
+                        if size > IN_MEMORY:
+                            fd = self._create(tmp)
+                            write_all(fd, b"".join(held))
+                            held.clear()
                 if announced is not None and received != announced:
                     raise IncompleteDownload(
                         f"download had {received} bytes, the server announced {announced}")
                 if decoder:
                     piece = decoder.finish()
-                    fh.write(piece)
                     digest.update(piece)
                     size += len(piece)
-                fh.flush()
-                await anyio.to_thread.run_sync(os.fsync, fh.fileno())
-            os.replace(tmp, final)
+                    held.append(piece)
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                raise
+            if fd is None:
+                self._make_folder(final.parent)
+            await self._writer.place(tmp, final, b"".join(held), fd)
         except zlib.error:
             raise IncompleteDownload("compressed download is cut short or corrupt") from None
         except (TimeoutError, aiohttp.ClientError):
@@ -198,6 +229,18 @@ class Downloader:
             raise disk_error(exc, final) or PermanentError(
                 f"cannot write {final.name}: {exc.strerror}") from None
         return Stored(size=size, sha256=digest.hexdigest())
+
+    def _make_folder(self, folder: Path) -> None:
+        # One mkdir per folder and run, not one per file.
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+
+    def _create(self, tmp: Path) -> int:
+        """The temporary file of a large download, opened on the event loop: its create is
+        a small part of a long transfer."""
+        self._make_folder(tmp.parent)
+        return create(tmp)
 
 
 class _Decoder:

@@ -43,9 +43,12 @@ def is_loopback_host(host: str | None) -> bool:
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$|^\[[0-9A-Fa-f:.]+\]$")
 
 
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+
 def download_url_problem(url: str) -> str | None:
     """Why this download URL must not be used, or None: https only, plain http to loopback."""
-    if any(c <= " " or c == "\x7f" for c in url):
+    if _CONTROL_OR_SPACE.search(url):
         # A space would send us to DNS with a host that cannot exist, and CR LF in a request
         # line would let the answer inject headers: neither is in a URL an API would sign.
         return "download URL has a space or a control character"

@@ -10,14 +10,13 @@ repr does, headers and presigned URL included).
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import signal
 import sys
-from typing import IO, Any
+from typing import Any
 
-from exporter import cli, download
+from exporter import cli, download, writer
 from exporter.manifest import Manifest
 
 POINTS = ("mid-download", "before-rename", "after-rename", "mid-manifest-line",
@@ -37,37 +36,20 @@ class _Countdown:
         return self.left == 0
 
 
-class _KillingFile:
-    """A temporary download file whose n-th write stops the process halfway through."""
-
-    def __init__(self, fh: IO[bytes], countdown: _Countdown) -> None:
-        self._fh, self._countdown = fh, countdown
-
-    def write(self, data: bytes) -> int:
-        if self._countdown.hit():
-            self._fh.write(data[: len(data) // 2])
-            self._fh.flush()
-            _die()
-        return self._fh.write(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fh, name)
-
-    def __enter__(self) -> _KillingFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._fh.close()
-
-
 def plant(point: str, n: int) -> None:
     countdown = _Countdown(n)
     if point == "mid-download":
-        def killing_open(path: Any, mode: str = "r", *a: Any, **kw: Any) -> Any:
-            fh = builtins.open(path, mode, *a, **kw)  # noqa: SIM115 - the caller closes it
-            return _KillingFile(fh, countdown) if "w" in mode else fh
+        real_write_all = writer.write_all
 
-        download.open = killing_open  # type: ignore[attr-defined]
+        def write_all(fd: int, data: bytes) -> None:
+            if countdown.hit():
+                real_write_all(fd, data[: len(data) // 2])
+                _die()
+            real_write_all(fd, data)
+
+        # Bodies held in memory are written by the writer's threads, larger ones as they come.
+        writer.write_all = write_all  # type: ignore[assignment]
+        download.write_all = write_all  # type: ignore[assignment]
     elif point in ("before-rename", "after-rename"):
         real_replace = os.replace
 
@@ -79,7 +61,7 @@ def plant(point: str, n: int) -> None:
             if hit:
                 _die()
 
-        download.os.replace = replace  # type: ignore[assignment]
+        os.replace = replace  # the writer's threads rename
     elif point in ("mid-manifest-line", "after-manifest-line"):
         real_append = Manifest.append
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.download import IN_MEMORY
 from exporter.standin import StandinConfig, StandinServer, standin_in_thread
 from tests.conftest import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, write_sessions
 
@@ -38,25 +39,31 @@ def whole_lines(manifest: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in data.splitlines()]
 
 
-@pytest.fixture(scope="module")
-def big_bodies() -> Iterator[StandinServer]:
+# (body size, file size limit): a body held in memory and written by a writer thread, and one
+# that spills to its temporary file on the event loop before the limit is reached.
+SIZES = [(300_000, 100_000), (IN_MEMORY + 500_000, IN_MEMORY + 200_000)]
+
+
+@pytest.fixture(scope="module", params=SIZES, ids=["held", "spilled"])
+def big_bodies(request: pytest.FixtureRequest) -> Iterator[tuple[StandinServer, int]]:
+    size, limit = request.param
     with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT,
-                                         chat_bytes=300_000)) as server:
-        yield server
+                                         chat_bytes=size)) as server:
+        yield server, limit
 
 
-def test_disk_full_mid_download_stops_with_exit_2(big_bodies: StandinServer,
+def test_disk_full_mid_download_stops_with_exit_2(big_bodies: tuple[StandinServer, int],
                                                   tmp_path: Path) -> None:
-    """A 300 kB CSV on a disk that takes 100 kB more: exit 2 naming the cause; the lines of the
+    """A CSV on a disk that takes less than its size: exit 2 naming the cause; the lines of the
     earlier run stay valid; no partial file under a final name; the rerun finishes the job."""
-    server = big_bodies
+    server, limit = big_bodies
     out = tmp_path / "out"
     first = write_sessions(tmp_path / "first.txt", pairs(3))
     assert run_cli([str(first), "--out", str(out)], cli_env(server.base_url)).returncode == 0
     before = (out / "manifest.jsonl").read_bytes()
     everything = write_sessions(tmp_path / "all.txt", pairs(8))
     args = [str(everything), "--out", str(out), "--concurrency", "2"]
-    proc = run_limited(args, server, limit=100_000)
+    proc = run_limited(args, server, limit=limit)
     assert proc.returncode == 2, proc.stderr
     assert "File too large" in proc.stderr and "cannot write" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Rate, RetryPolicy
+from exporter.download import IN_MEMORY
 from exporter.ratelimit import Pacer
 from exporter.standin import CannedResponse, FaultRates, StandinServer
 from tests.conftest import (
@@ -45,6 +46,24 @@ async def test_every_pair_lands_byte_for_byte(server: StandinServer, tmp_path: P
         assert line["kind"] == "chat" and line["error"] is None and line["attempts"] == 2
         assert line["finished_at"].endswith("Z") and line["run_id"] == result.run_id
     assert {(line["app_id"], line["session_id"]) for line in lines} == set(todo)
+    assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("size", [IN_MEMORY - 1, IN_MEMORY + 1, 3 * IN_MEMORY + 12345])
+async def test_bodies_either_side_of_the_in_memory_limit_land_whole(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                   size: int) -> None:
+    """A body up to IN_MEMORY is written by the writer threads in one go; a larger one
+    spills to its temporary file as it comes. Both land byte for byte, with their hash."""
+    async with standin(chat_bytes=size) as server:
+        todo = pairs(3)
+        out = tmp_path / "out"
+        result = await export(make_settings(server, out, write_sessions(tmp_path / "s", todo)))
+        assert result.stats.counts == {"exported": 3}
+        for line in manifest_lines(out / "manifest.jsonl"):
+            body = server.expected_body(line["app_id"], line["session_id"])
+            assert len(body) == size
+            assert (out / line["path"]).read_bytes() == body
+            assert line["sha256"] == hashlib.sha256(body).hexdigest()
     assert leftovers(out) == []
 
 

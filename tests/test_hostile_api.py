@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from exporter.config import RetryPolicy
+from exporter.download import IN_MEMORY
 from exporter.standin import CannedResponse, StandinServer
 from tests.conftest import TOKEN, export, leftovers, make_settings, manifest_lines, write_sessions
 
@@ -146,6 +147,20 @@ async def test_a_gzip_encoded_download_is_stored_decoded(server: StandinServer,
     assert line["status"] == "exported" and line["attempts"] == 2
     assert (out / "a1/s1.csv").read_bytes() == body
     assert line["bytes"] == len(body) and line["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_a_gzip_body_that_inflates_past_the_in_memory_limit_lands_whole(
+        server: StandinServer, tmp_path: Path) -> None:
+    """A small gzip body that decodes to more than IN_MEMORY spills to disk as it is decoded,
+    and lands whole."""
+    body = b"id,message\r\n" + b"1,the same line again and again\r\n" * 100_000
+    assert len(body) > IN_MEMORY
+    server.script("/downloads/a1/s1/chat.csv", CannedResponse(
+        body=gzip.compress(body), headers={"Content-Encoding": "gzip"}))
+    line, _, out = await run_pair(server, tmp_path)
+    assert line["status"] == "exported"
+    assert (out / "a1/s1.csv").read_bytes() == body
+    assert line["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 async def test_a_cut_or_corrupt_gzip_download_never_lands(server: StandinServer,

@@ -1,0 +1,155 @@
+"""Writer threads that put finished downloads on disk: create, write, fsync, rename into place.
+
+On a journalling file system a file create waits on the commits that fsyncs force (a quarter
+of a millisecond here): on the event loop that stalled every download in flight, and a worker
+thread per fsync (anyio.to_thread) cost a thread wake-up, a GIL hand-over and a loop wake-up per
+file. Here a few long-lived threads take the files, and the loop is woken once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from queue import SimpleQueue
+from types import TracebackType
+
+import anyio
+
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+@dataclass(slots=True)
+class _Job:
+    fd: int | None  # an open temporary file, or None: create `tmp` first
+    data: bytes  # still to be written
+    tmp: Path
+    final: Path
+    future: asyncio.Future[None]
+
+
+class FileWriter:
+    """`await place(...)`: the file is complete, on disk and under its final name, or an
+    OSError is raised and no file is left at either name.
+
+    A file whose waiter is cancelled is not renamed into place (unless that already
+    happened); an fd handed over is closed by the thread, never reused early.
+    """
+
+    def __init__(self, threads: int = 4) -> None:
+        self._queue: SimpleQueue[_Job | None] = SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads = [threading.Thread(target=self._serve, name=f"rtk-export-writer-{i}",
+                                          daemon=True) for i in range(threads)]
+        self._done: list[tuple[asyncio.Future[None], BaseException | None]] = []
+        self._done_lock = threading.Lock()
+        self._folders: set[Path] = set()  # where files were renamed into
+
+    async def __aenter__(self) -> FileWriter:
+        self._loop = asyncio.get_running_loop()
+        for t in self._threads:
+            t.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        # Shielded, even from a signal's cancellation: jobs handed over are finished before
+        # the threads end (an fd never left open, a file never half renamed), and the renames
+        # are made durable. Bounded by the disk, as each fsync is.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._finish)
+
+    def _finish(self) -> None:
+        for t in self._threads:
+            t.join()
+        # A rename is durable once its folder is synced: then exit 0 means every file the
+        # manifest names is on disk, not only its data.
+        for folder in self._folders:
+            with suppress(FileNotFoundError):
+                sync_folder(folder)
+
+    async def place(self, tmp: Path, final: Path, data: bytes, fd: int | None = None) -> None:
+        """Write `data` to `tmp` (created now unless `fd` is given, which then belongs to
+        the writer), fsync, close, and rename to `final`."""
+        assert self._loop is not None, "use FileWriter as an async context manager"
+        future = self._loop.create_future()
+        self._queue.put(_Job(fd, data, tmp, final, future))
+        await future
+
+    def _serve(self) -> None:
+        # Several threads: concurrent fsyncs share the file system's journal commits, which
+        # matters most on slow disks.
+        assert self._loop is not None
+        while (job := self._queue.get()) is not None:
+            error = _run(job)
+            if error is None:
+                self._folders.add(job.final.parent)
+            with self._done_lock:
+                self._done.append((job.future, error))
+                first = len(self._done) == 1
+            if first:  # one wake-up of the loop for all that finish before it runs
+                # RuntimeError: the loop is closed, and nobody is waiting any more.
+                with suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+        for future, error in done:
+            if future.done():  # its waiter was cancelled
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+def _run(job: _Job) -> BaseException | None:
+    fd = job.fd
+    try:
+        if fd is None:
+            if job.future.cancelled():
+                return None
+            fd = create(job.tmp)
+        try:
+            write_all(fd, job.data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if job.future.cancelled():
+            job.tmp.unlink(missing_ok=True)
+            return None
+        os.replace(job.tmp, job.final)
+    except Exception as exc:  # handed to the waiter, which maps it (or lets a bug surface)
+        with suppress(OSError):
+            job.tmp.unlink(missing_ok=True)
+        return exc
+    return None
+
+
+def create(tmp: Path) -> int:
+    """A new file; its folder is made again if it went missing during the run."""
+    try:
+        return os.open(tmp, CREATE_FLAGS, 0o666)
+    except FileNotFoundError:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(tmp, CREATE_FLAGS, 0o666)
+
+
+def sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,94 @@
+"""The writer threads: a file lands whole under its final name or not at all, a cancelled
+waiter leaves nothing behind, and an error reaches the waiter."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+
+from exporter import writer
+from exporter.writer import FileWriter
+
+
+async def test_many_files_land_whole_and_no_temporary_file_is_left(tmp_path: Path) -> None:
+    """200 files placed at once by 4 threads: each holds exactly its bytes."""
+    async with FileWriter(threads=4) as w, anyio.create_task_group() as tg:
+        for i in range(200):
+            data = f"{i}\n".encode() * (i + 1)
+            tg.start_soon(w.place, tmp_path / f"{i}.part", tmp_path / f"{i}.csv", data)
+    for i in range(200):
+        assert (tmp_path / f"{i}.csv").read_bytes() == f"{i}\n".encode() * (i + 1)
+    assert not list(tmp_path.glob("*.part"))
+
+
+async def test_an_open_file_handed_over_is_finished_and_closed(tmp_path: Path) -> None:
+    """The fd of a spilled body belongs to the writer: the rest is written, then it is closed."""
+    tmp, final = tmp_path / "f.part", tmp_path / "f.csv"
+    fd = os.open(tmp, writer.CREATE_FLAGS, 0o644)
+    os.write(fd, b"head,")
+    async with FileWriter(threads=1) as w:
+        await w.place(tmp, final, b"tail\n", fd)
+    assert final.read_bytes() == b"head,tail\n" and not tmp.exists()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+
+
+async def test_a_folder_removed_during_the_run_is_made_again(tmp_path: Path) -> None:
+    """A user tidying DIR mid-run does not fail the next file of that folder."""
+    folder = tmp_path / "app"
+    async with FileWriter(threads=1) as w:
+        await w.place(folder / "a.part", folder / "a.csv", b"a")
+        (folder / "a.csv").unlink()
+        folder.rmdir()
+        await w.place(folder / "b.part", folder / "b.csv", b"b")
+    assert (folder / "b.csv").read_bytes() == b"b"
+
+
+async def test_an_error_reaches_the_waiter_and_the_temporary_file_goes(tmp_path: Path) -> None:
+    """A rename that fails (the final name is a folder) raises in the waiter; no .part stays."""
+    (tmp_path / "taken.csv").mkdir()
+    async with FileWriter(threads=1) as w:
+        with pytest.raises(IsADirectoryError):
+            await w.place(tmp_path / "t.part", tmp_path / "taken.csv", b"x")
+    assert not (tmp_path / "t.part").exists()
+
+
+async def test_a_cancelled_waiter_gets_no_file_and_leaves_no_temporary_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while its job waits in the thread: the file is not renamed into place (no
+    manifest line will name it) and its temporary file is removed."""
+    release = threading.Event()
+    real_create = writer.create
+
+    def slow_create(tmp: Path) -> int:
+        release.wait(10)
+        return real_create(tmp)
+
+    monkeypatch.setattr(writer, "create", slow_create)
+    tmp, final = tmp_path / "c.part", tmp_path / "c.csv"
+    async with FileWriter(threads=1) as w:
+        with anyio.CancelScope() as scope:
+            scope.deadline = anyio.current_time() + 0.05
+            await w.place(tmp, final, b"data")
+        assert scope.cancelled_caught
+        release.set()
+    assert not final.exists() and not tmp.exists()
+
+
+async def test_each_folder_written_to_is_synced_at_the_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The renames are made durable before the writer closes: each folder once, after the
+    last file placed in it."""
+    synced: list[tuple[Path, list[str]]] = []
+    monkeypatch.setattr(writer, "sync_folder",
+                        lambda folder: synced.append((folder, sorted(os.listdir(folder)))))
+    async with FileWriter(threads=2) as w:
+        for app in ("a", "b"):
+            for i in range(3):
+                await w.place(tmp_path / app / f"{i}.part", tmp_path / app / f"{i}.csv", b"x")
+        assert synced == []
+    assert sorted(synced) == [(tmp_path / app, ["0.csv", "1.csv", "2.csv"]) for app in "ab"]
