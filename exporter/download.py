@@ -56,8 +56,9 @@ _TAG = secrets.token_hex(4)
 _SERIAL = itertools.count()
 
 
-def temp_name(final: Path) -> Path:
-    return final.with_name(f"{TMP_PREFIX}{final.name}.{_TAG}{next(_SERIAL):x}{TMP_SUFFIX}")
+def temp_name(final: str) -> str:
+    folder, name = os.path.split(final)
+    return os.path.join(folder, f"{TMP_PREFIX}{name}.{_TAG}{next(_SERIAL):x}{TMP_SUFFIX}")
 
 
 def is_temp_name(name: str) -> bool:
@@ -81,7 +82,7 @@ def remove_stale_temps(out_dir: Path) -> int:
     return removed
 
 
-def disk_error(exc: OSError, path: Path) -> DiskError | None:
+def disk_error(exc: OSError, path: str | Path) -> DiskError | None:
     if exc.errno in _DISK_ERRNOS:
         return DiskError(f"cannot write {path}: {os.strerror(exc.errno or 0)}")
     return None
@@ -95,7 +96,7 @@ class Downloader:
         self._session: aiohttp.ClientSession | None = None
         self._writer = FileWriter()
         # Folders made (or found) by this run: one mkdir each, not one per file.
-        self._folders: set[Path] = set()
+        self._folders: set[str] = set()
 
     async def __aenter__(self) -> Downloader:
         t = self._settings.timeouts
@@ -129,7 +130,10 @@ class Downloader:
         problem = download_url_problem(link.url)
         if problem:
             raise PermanentError(problem)
-        tmp = temp_name(final)
+        # Plain strings from here on: a Path per temporary name and folder cost a few per cent
+        # of the CPU per pair.
+        final_s = os.fspath(final)
+        tmp = temp_name(final_s)
         url = URL(link.url, encoded=True)
         stored = False
         try:
@@ -148,7 +152,7 @@ class Downloader:
                             continue
                         if resp.status != 200:
                             await self._refuse(resp, link)
-                        result = await self._store(resp, tmp, final)
+                        result = await self._store(resp, tmp, final_s)
                         stored = True
                         return result
                 raise PermanentError(f"download redirected more than {MAX_REDIRECTS} times")
@@ -160,7 +164,7 @@ class Downloader:
         finally:
             if not stored:
                 with suppress(FileNotFoundError):
-                    tmp.unlink()
+                    os.unlink(tmp)
 
     async def _refuse(self, resp: aiohttp.ClientResponse, link: Link) -> None:
         status = resp.status
@@ -178,7 +182,7 @@ class Downloader:
         raise PermanentError(f"download refused: HTTP {status}{_s3_code(body)}",
                              http_status=status)
 
-    async def _store(self, resp: aiohttp.ClientResponse, tmp: Path, final: Path) -> Stored:
+    async def _store(self, resp: aiohttp.ClientResponse, tmp: str, final: str) -> Stored:
         decoder = _Decoder.for_encoding(resp.headers.get("Content-Encoding", ""))
         announced = resp.content_length  # bytes on the wire, whatever the encoding
         digest = hashlib.sha256()
@@ -217,7 +221,7 @@ class Downloader:
                     os.close(fd)
                 raise
             if fd is None:
-                self._make_folder(final.parent)
+                self._make_folder(os.path.dirname(final))
             await self._writer.place(tmp, final, b"".join(held), fd)
         except zlib.error:
             raise IncompleteDownload("compressed download is cut short or corrupt") from None
@@ -227,19 +231,19 @@ class Downloader:
             raise
         except OSError as exc:
             raise disk_error(exc, final) or PermanentError(
-                f"cannot write {final.name}: {exc.strerror}") from None
+                f"cannot write {os.path.basename(final)}: {exc.strerror}") from None
         return Stored(size=size, sha256=digest.hexdigest())
 
-    def _make_folder(self, folder: Path) -> None:
+    def _make_folder(self, folder: str) -> None:
         # One mkdir per folder and run, not one per file.
         if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
 
-    def _create(self, tmp: Path) -> int:
+    def _create(self, tmp: str) -> int:
         """The temporary file of a large download, opened on the event loop: its create is
         a small part of a long transfer."""
-        self._make_folder(tmp.parent)
+        self._make_folder(os.path.dirname(tmp))
         return create(tmp)
 
 

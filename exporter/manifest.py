@@ -11,8 +11,8 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,8 +41,20 @@ def file_matches(path: Path, size: object, sha256: object) -> bool:
     return digest.hexdigest() == sha256
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339_utc(time.time())
+
+
+def rfc3339_utc(when: float) -> str:
+    """`when` (epoch seconds, >= 0) in UTC to the millisecond, `2026-11-28T09:15:02.123Z`;
+    one strftime per distinct second, as a manifest line per pair made it a visible cost."""
+    whole = int(when)
+    if whole != _second[0]:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((when - whole) * 1000):03d}Z"
 
 
 def unit_key(app_id: str, session_id: str, kind: str) -> int:

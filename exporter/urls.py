@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ def _port(port: int | None) -> str:
     return f":{port}" if port else ""
 
 
+@functools.lru_cache(maxsize=256)  # a few hosts, asked about once per download
 def is_loopback_host(host: str | None) -> bool:
     if not host:
         return False

@@ -13,7 +13,6 @@ import os
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 from queue import SimpleQueue
 from types import TracebackType
 
@@ -26,8 +25,8 @@ CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 class _Job:
     fd: int | None  # an open temporary file, or None: create `tmp` first
     data: bytes  # still to be written
-    tmp: Path
-    final: Path
+    tmp: str
+    final: str
     future: asyncio.Future[None]
 
 
@@ -46,7 +45,7 @@ class FileWriter:
                                           daemon=True) for i in range(threads)]
         self._done: list[tuple[asyncio.Future[None], BaseException | None]] = []
         self._done_lock = threading.Lock()
-        self._folders: set[Path] = set()  # where files were renamed into
+        self._folders: set[str] = set()  # where files were renamed into
 
     async def __aenter__(self) -> FileWriter:
         self._loop = asyncio.get_running_loop()
@@ -73,7 +72,7 @@ class FileWriter:
             with suppress(FileNotFoundError):
                 sync_folder(folder)
 
-    async def place(self, tmp: Path, final: Path, data: bytes, fd: int | None = None) -> None:
+    async def place(self, tmp: str, final: str, data: bytes, fd: int | None = None) -> None:
         """Write `data` to `tmp` (created now unless `fd` is given, which then belongs to
         the writer), fsync, close, and rename to `final`."""
         assert self._loop is not None, "use FileWriter as an async context manager"
@@ -88,7 +87,7 @@ class FileWriter:
         while (job := self._queue.get()) is not None:
             error = _run(job)
             if error is None:
-                self._folders.add(job.final.parent)
+                self._folders.add(os.path.dirname(job.final))
             with self._done_lock:
                 self._done.append((job.future, error))
                 first = len(self._done) == 1
@@ -122,26 +121,31 @@ def _run(job: _Job) -> BaseException | None:
         finally:
             os.close(fd)
         if job.future.cancelled():
-            job.tmp.unlink(missing_ok=True)
+            _remove(job.tmp)
             return None
         os.replace(job.tmp, job.final)
     except Exception as exc:  # handed to the waiter, which maps it (or lets a bug surface)
         with suppress(OSError):
-            job.tmp.unlink(missing_ok=True)
+            _remove(job.tmp)
         return exc
     return None
 
 
-def create(tmp: Path) -> int:
+def create(tmp: str) -> int:
     """A new file; its folder is made again if it went missing during the run."""
     try:
         return os.open(tmp, CREATE_FLAGS, 0o666)
     except FileNotFoundError:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
         return os.open(tmp, CREATE_FLAGS, 0o666)
 
 
-def sync_folder(folder: Path) -> None:
+def _remove(path: str) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def sync_folder(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.errors import PermanentError
-from exporter.manifest import Manifest, record
+from exporter.manifest import Manifest, record, rfc3339_utc
 
 
 def rec(app: str, sid: str, status: str = "exported", kind: str = "chat") -> dict[str, object]:
@@ -88,3 +91,18 @@ def test_error_records_hold_kind_message_and_status(tmp_path: Path) -> None:
     assert r["error"] == {"kind": "permanent", "message": "HTTP 404: Session not found",
                           "http_status": 404}
     assert r["path"] is None and r["bytes"] is None and r["sha256"] is None
+
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False), max_size=20))
+def test_timestamps_are_rfc3339_utc_to_the_millisecond(times: list[float]) -> None:
+    """rfc3339_utc (one strftime per second, cached) agrees with datetime for any sequence of
+    times, repeated seconds and jumps back included."""
+    for when in [*times, *times]:
+        expected = datetime.fromtimestamp(when, UTC)
+        expected = expected.replace(microsecond=expected.microsecond // 1000 * 1000)
+        text = rfc3339_utc(when)
+        assert text.endswith("Z") and len(text) == 24
+        got = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        # Floating point: the millisecond may come out one below datetime's rounding.
+        assert abs((got - expected).total_seconds()) <= 0.001

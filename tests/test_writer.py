@@ -19,7 +19,7 @@ async def test_many_files_land_whole_and_no_temporary_file_is_left(tmp_path: Pat
     async with FileWriter(threads=4) as w, anyio.create_task_group() as tg:
         for i in range(200):
             data = f"{i}\n".encode() * (i + 1)
-            tg.start_soon(w.place, tmp_path / f"{i}.part", tmp_path / f"{i}.csv", data)
+            tg.start_soon(w.place, str(tmp_path / f"{i}.part"), str(tmp_path / f"{i}.csv"), data)
     for i in range(200):
         assert (tmp_path / f"{i}.csv").read_bytes() == f"{i}\n".encode() * (i + 1)
     assert not list(tmp_path.glob("*.part"))
@@ -31,7 +31,7 @@ async def test_an_open_file_handed_over_is_finished_and_closed(tmp_path: Path) -
     fd = os.open(tmp, writer.CREATE_FLAGS, 0o644)
     os.write(fd, b"head,")
     async with FileWriter(threads=1) as w:
-        await w.place(tmp, final, b"tail\n", fd)
+        await w.place(str(tmp), str(final), b"tail\n", fd)
     assert final.read_bytes() == b"head,tail\n" and not tmp.exists()
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
@@ -41,10 +41,10 @@ async def test_a_folder_removed_during_the_run_is_made_again(tmp_path: Path) -> 
     """A user tidying DIR mid-run does not fail the next file of that folder."""
     folder = tmp_path / "app"
     async with FileWriter(threads=1) as w:
-        await w.place(folder / "a.part", folder / "a.csv", b"a")
+        await w.place(str(folder / "a.part"), str(folder / "a.csv"), b"a")
         (folder / "a.csv").unlink()
         folder.rmdir()
-        await w.place(folder / "b.part", folder / "b.csv", b"b")
+        await w.place(str(folder / "b.part"), str(folder / "b.csv"), b"b")
     assert (folder / "b.csv").read_bytes() == b"b"
 
 
@@ -53,7 +53,7 @@ async def test_an_error_reaches_the_waiter_and_the_temporary_file_goes(tmp_path:
     (tmp_path / "taken.csv").mkdir()
     async with FileWriter(threads=1) as w:
         with pytest.raises(IsADirectoryError):
-            await w.place(tmp_path / "t.part", tmp_path / "taken.csv", b"x")
+            await w.place(str(tmp_path / "t.part"), str(tmp_path / "taken.csv"), b"x")
     assert not (tmp_path / "t.part").exists()
 
 
@@ -64,7 +64,7 @@ async def test_a_cancelled_waiter_gets_no_file_and_leaves_no_temporary_one(
     release = threading.Event()
     real_create = writer.create
 
-    def slow_create(tmp: Path) -> int:
+    def slow_create(tmp: str) -> int:
         release.wait(10)
         return real_create(tmp)
 
@@ -73,7 +73,7 @@ async def test_a_cancelled_waiter_gets_no_file_and_leaves_no_temporary_one(
     async with FileWriter(threads=1) as w:
         with anyio.CancelScope() as scope:
             scope.deadline = anyio.current_time() + 0.05
-            await w.place(tmp, final, b"data")
+            await w.place(str(tmp), str(final), b"data")
         assert scope.cancelled_caught
         release.set()
     assert not final.exists() and not tmp.exists()
@@ -83,12 +83,13 @@ async def test_each_folder_written_to_is_synced_at_the_end(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The renames are made durable before the writer closes: each folder once, after the
     last file placed in it."""
-    synced: list[tuple[Path, list[str]]] = []
+    synced: list[tuple[str, list[str]]] = []
     monkeypatch.setattr(writer, "sync_folder",
                         lambda folder: synced.append((folder, sorted(os.listdir(folder)))))
     async with FileWriter(threads=2) as w:
         for app in ("a", "b"):
             for i in range(3):
-                await w.place(tmp_path / app / f"{i}.part", tmp_path / app / f"{i}.csv", b"x")
+                folder = tmp_path / app
+                await w.place(str(folder / f"{i}.part"), str(folder / f"{i}.csv"), b"x")
         assert synced == []
-    assert sorted(synced) == [(tmp_path / app, ["0.csv", "1.csv", "2.csv"]) for app in "ab"]
+    assert sorted(synced) == [(str(tmp_path / app), ["0.csv", "1.csv", "2.csv"]) for app in "ab"]
