@@ -77,14 +77,22 @@ class Pacer:
 
     async def acquire(self) -> int:
         """Wait for a place in the budget and claim it; pass the ticket to `answered()`."""
+        # Nobody waiting and a place free: claim it without the lock, whose two checkpoints
+        # cost two trips through the event loop per request. Check and claim are one step
+        # (no await between), and a waiter holds the lock, so the line is still kept.
+        if not self._lock.locked() and self.delay() <= 0:
+            return self._claim()
         async with self._lock:
             while (wait := self.delay()) > 0:
                 # With a hold, the wait assumes unanswered requests stay unanswered; an answer
                 # frees a place sooner, so look again now and then rather than sleep it out.
                 await self._sleep(min(wait, self._poll) if self._hold else wait)
-            ticket = next(self._tickets)
-            self._pending.append((self._clock(), ticket))
-            return ticket
+            return self._claim()
+
+    def _claim(self) -> int:
+        ticket = next(self._tickets)
+        self._pending.append((self._clock(), ticket))
+        return ticket
 
     def answered(self, ticket: int) -> None:
         """The request got its answer, or failed: from now on it counts from now."""
