@@ -21,7 +21,8 @@ from typing import Any, BinaryIO, Protocol
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from exporter.client import ApiClient, Link
 from exporter.config import Settings
@@ -258,7 +259,7 @@ class Run:
                     yield item
 
     async def _produce(self, items: AsyncIterator[Pair | InvalidLine],
-                       send: ObjectSendStream[Unit]) -> None:
+                       send: MemoryObjectSendStream[Unit]) -> None:
         async with send:
             try:
                 async for item in items:
@@ -271,7 +272,11 @@ class Run:
                     for kind in self.s.kinds:
                         if self._seen.add(unit_key(item.app_id, item.session_id, kind)):
                             self.stats.total = (self.stats.total or 0) + 1
-                            await send.send(Unit(item.app_id, item.session_id, kind))
+                            unit = Unit(item.app_id, item.session_id, kind)
+                            try:  # as in _work: no trip round the loop while there is room
+                                send.send_nowait(unit)
+                            except anyio.WouldBlock:
+                                await send.send(unit)
             except FatalError as exc:  # the input may call the API (discovery); disk full
                 self._stop(exc)
 
@@ -288,9 +293,20 @@ class Run:
 
     # -- the workers ----------------------------------------------------------------------
 
-    async def _work(self, recv: ObjectReceiveStream[Unit]) -> None:
+    async def _work(self, recv: MemoryObjectReceiveStream[Unit]) -> None:
         async with recv:
-            async for unit in recv:
+            while True:
+                # A unit already waiting is taken at once: receive() would first go round the
+                # event loop (a checkpoint), once per unit.
+                try:
+                    unit = recv.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        unit = await recv.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 if self._past_deadline():
                     self._result.left += 1
                     continue
