@@ -1,4 +1,6 @@
-"""Presigned URL -> SHA-256 and size check -> temporary file beside the target -> os.replace.
+"""Presigned URL -> SHA-256 and size check -> temporary file beside the target -> os.replace
+(a body of up to IN_MEMORY bytes is checked before it touches the disk; a larger one while it
+spills to its temporary file).
 
 The session here carries no credentials of any kind, so the API token cannot reach the
 download host whatever happens to a URL. A file appears under its final name only complete.
@@ -116,6 +118,14 @@ class Downloader:
         await self._writer.__aenter__()
         return self
 
+    @property
+    def folder_error(self) -> DiskError | None:
+        """Set once closed, if a folder could not be synced at the end."""
+        if self._writer.folder_error is None:
+            return None
+        folder, exc = self._writer.folder_error
+        return DiskError(f"cannot sync the folder {folder}: {exc.strerror or exc}")
+
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         try:
@@ -222,7 +232,9 @@ class Downloader:
                 raise
             if fd is None:
                 self._make_folder(os.path.dirname(final))
-            await self._writer.place(tmp, final, b"".join(held), fd)
+            data = b"".join(held)
+            held.clear()  # one copy in memory while it waits for the disk, not two
+            await self._writer.place(tmp, final, data, fd)
         except zlib.error:
             raise IncompleteDownload("compressed download is cut short or corrupt") from None
         except (TimeoutError, aiohttp.ClientError):

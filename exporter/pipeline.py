@@ -200,6 +200,8 @@ class Run:
                         Downloader(self.s) as dl:
                     self._api, self._dl = api, dl
                     await self._run_group(items if items is not None else self._read_sessions())
+                if dl.folder_error is not None:
+                    self._stop(dl.folder_error)
                 tg.cancel_scope.cancel()
         finally:
             self.manifest.close()  # synchronous: runs to the end even while cancelled

@@ -31,11 +31,13 @@ class _Job:
 
 
 class FileWriter:
-    """`await place(...)`: the file is complete, on disk and under its final name, or an
-    OSError is raised and no file is left at either name.
+    """`await place(...)`: the file is complete, fsynced and under its final name, or the
+    error is raised (an OSError from the disk) and the temporary file is gone; whatever was
+    under the final name before stays.
 
-    A file whose waiter is cancelled is not renamed into place (unless that already
-    happened); an fd handed over is closed by the thread, never reused early.
+    A job whose waiter is cancelled before its thread renames it is dropped, its temporary
+    file removed; one cancelled later lands whole, and having no manifest line, is fetched
+    again by the next run. An fd handed over is closed by the thread, never reused early.
     """
 
     def __init__(self, threads: int = 4) -> None:
@@ -46,6 +48,9 @@ class FileWriter:
         self._done: list[tuple[asyncio.Future[None], BaseException | None]] = []
         self._done_lock = threading.Lock()
         self._folders: set[str] = set()  # where files were renamed into
+        # The first folder that could not be synced at the end, and why: the run's files may
+        # then not survive a power cut, which the run must report (Run turns it into exit 2).
+        self.folder_error: tuple[str, OSError] | None = None
 
     async def __aenter__(self) -> FileWriter:
         self._loop = asyncio.get_running_loop()
@@ -66,11 +71,18 @@ class FileWriter:
     def _finish(self) -> None:
         for t in self._threads:
             t.join()
-        # A rename is durable once its folder is synced: then exit 0 means every file the
-        # manifest names is on disk, not only its data.
-        for folder in self._folders:
-            with suppress(FileNotFoundError):
+        # A rename is durable once its folder is synced, and a new folder once its parent
+        # (DIR) is: then exit 0 means every file the manifest names is on disk, not only its
+        # data.
+        folders = self._folders | {os.path.dirname(f) for f in self._folders}
+        for folder in sorted(folders, key=len, reverse=True):  # inner folders first
+            try:
                 sync_folder(folder)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if self.folder_error is None:
+                    self.folder_error = (folder, exc)
 
     async def place(self, tmp: str, final: str, data: bytes, fd: int | None = None) -> None:
         """Write `data` to `tmp` (created now unless `fd` is given, which then belongs to
@@ -110,10 +122,13 @@ class FileWriter:
 
 def _run(job: _Job) -> BaseException | None:
     fd = job.fd
+    if job.future.cancelled():  # nobody waits for it: no fsync for a file to be removed
+        if fd is not None:
+            os.close(fd)
+            _remove(job.tmp)
+        return None
     try:
         if fd is None:
-            if job.future.cancelled():
-                return None
             fd = create(job.tmp)
         try:
             write_all(fd, job.data)

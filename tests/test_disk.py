@@ -139,3 +139,27 @@ def test_unwritable_output_fails_before_any_request(live: StandinServer, tmp_pat
     assert proc.returncode == 2
     assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert len(live.state.records()) == before
+
+
+async def test_a_folder_that_cannot_be_synced_at_the_end_fails_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file landed, but their folder's fsync failed (EIO): the renames may not survive a
+    power cut, so the run reports a DiskError (exit 2), naming the folder; the lines stay."""
+    import errno
+
+    from exporter import writer
+    from exporter.errors import DiskError
+    from exporter.standin import run_standin
+    from tests.conftest import export, make_settings, manifest_lines, standin_config
+
+    def failing_sync(folder: str) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(writer, "sync_folder", failing_sync)
+    out = tmp_path / "out"
+    async with run_standin(standin_config()) as server:
+        result = await export(make_settings(server, out, write_sessions(tmp_path / "s", pairs(3))))
+    assert isinstance(result.fatal, DiskError)
+    assert "cannot sync the folder" in result.fatal.message
+    assert "Input/output error" in result.fatal.message
+    assert [x["status"] for x in manifest_lines(out / "manifest.jsonl")] == ["exported"] * 3

@@ -82,7 +82,7 @@ async def test_a_cancelled_waiter_gets_no_file_and_leaves_no_temporary_one(
 async def test_each_folder_written_to_is_synced_at_the_end(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The renames are made durable before the writer closes: each folder once, after the
-    last file placed in it."""
+    last file placed in it, and then their parent (DIR), which holds new folders."""
     synced: list[tuple[str, list[str]]] = []
     monkeypatch.setattr(writer, "sync_folder",
                         lambda folder: synced.append((folder, sorted(os.listdir(folder)))))
@@ -92,4 +92,43 @@ async def test_each_folder_written_to_is_synced_at_the_end(
                 folder = tmp_path / app
                 await w.place(str(folder / f"{i}.part"), str(folder / f"{i}.csv"), b"x")
         assert synced == []
-    assert sorted(synced) == [(str(tmp_path / app), ["0.csv", "1.csv", "2.csv"]) for app in "ab"]
+    files = ["0.csv", "1.csv", "2.csv"]
+    assert synced[:2] in ([(str(tmp_path / "a"), files), (str(tmp_path / "b"), files)],
+                          [(str(tmp_path / "b"), files), (str(tmp_path / "a"), files)])
+    assert synced[2:] == [(str(tmp_path), ["a", "b"])]
+
+
+async def test_a_cancelled_job_with_a_spilled_fd_is_dropped_without_a_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spilled body's fd handed over, then its waiter cancelled while the job queues: the
+    fd is closed, the temporary file removed, nothing lands and no fsync is spent on it."""
+    release = threading.Event()
+    real_create, synced = writer.create, []
+
+    def slow_create(tmp: str) -> int:
+        release.wait(10)
+        return real_create(tmp)
+
+    def fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    real_fsync = os.fsync
+    monkeypatch.setattr(writer, "create", slow_create)
+    monkeypatch.setattr(writer.os, "fsync", fsync)
+    spilled, final = tmp_path / "s.part", tmp_path / "s.csv"
+    fd = os.open(spilled, writer.CREATE_FLAGS, 0o644)
+    inode = os.fstat(fd).st_ino
+    async with FileWriter(threads=1) as w, anyio.create_task_group() as tg:
+        tg.start_soon(w.place, str(tmp_path / "first.part"), str(tmp_path / "first.csv"), b"1")
+        await anyio.sleep(0.01)  # the one thread is now held in the first job's create
+        with anyio.CancelScope() as scope:
+            scope.deadline = anyio.current_time() + 0.05
+            await w.place(str(spilled), str(final), b"rest", fd)
+        assert scope.cancelled_caught
+        release.set()
+    assert (tmp_path / "first.csv").read_bytes() == b"1"
+    assert not final.exists() and not spilled.exists()
+    assert synced and inode not in synced
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
