@@ -228,9 +228,13 @@ async def test_a_url_born_expired_is_used_once_then_replaced(standin, tmp_path: 
     assert line["attempts"] == 8 and not (out / "a1/s1.csv").exists()
 
 
-async def test_truncated_downloads_are_retried_and_never_land(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Bodies cut short of their Content-Length leave no file and are downloaded again."""
-    async with standin(faults=FaultRates(download_truncate=0.5), seed=7) as server:
+@pytest.mark.parametrize("size", [None, 2 * IN_MEMORY], ids=["held", "spilled"])
+async def test_truncated_downloads_are_retried_and_never_land(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              size: int | None) -> None:
+    """Bodies cut short of their Content-Length leave no file and are downloaded again, held
+    in memory or already spilling to their temporary file when cut."""
+    async with standin(faults=FaultRates(download_truncate=0.5), seed=7,
+                       chat_bytes=size) as server:
         sessions = write_sessions(tmp_path / "s.txt", pairs(20))
         out = tmp_path / "out"
         result = await export(make_settings(server, out, sessions,
