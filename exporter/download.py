@@ -97,8 +97,6 @@ class Downloader:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._writer = FileWriter()
-        # Folders made (or found) by this run: one mkdir each, not one per file.
-        self._folders: set[str] = set()
 
     async def __aenter__(self) -> Downloader:
         t = self._settings.timeouts
@@ -215,7 +213,8 @@ class Downloader:
                             continue
                         held.append(piece)
                         if size > IN_MEMORY:
-                            fd = self._create(tmp)
+                            # On the event loop: the create is a small part of a long transfer.
+                            fd = create(tmp)
                             write_all(fd, b"".join(held))
                             held.clear()
                 if announced is not None and received != announced:
@@ -230,8 +229,6 @@ class Downloader:
                 if fd is not None:
                     os.close(fd)
                 raise
-            if fd is None:
-                self._make_folder(os.path.dirname(final))
             data = b"".join(held)
             held.clear()  # one copy in memory while it waits for the disk, not two
             await self._writer.place(tmp, final, data, fd)
@@ -245,18 +242,6 @@ class Downloader:
             raise disk_error(exc, final) or PermanentError(
                 f"cannot write {os.path.basename(final)}: {exc.strerror}") from None
         return Stored(size=size, sha256=digest.hexdigest())
-
-    def _make_folder(self, folder: str) -> None:
-        # One mkdir per folder and run, not one per file.
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-
-    def _create(self, tmp: str) -> int:
-        """The temporary file of a large download, opened on the event loop: its create is
-        a small part of a long transfer."""
-        self._make_folder(os.path.dirname(tmp))
-        return create(tmp)
 
 
 class _Decoder:

@@ -1,7 +1,7 @@
 """Writer threads that put finished downloads on disk: create, write, fsync, rename into place.
 
-On a journalling file system a file create waits on the commits that fsyncs force (a quarter
-of a millisecond here): on the event loop that stalled every download in flight, and a worker
+While fsyncs run, a file create on ext4 took a quarter of a millisecond here (248 us a call
+under strace): on the event loop that stalled every download in flight, and a worker
 thread per fsync (anyio.to_thread) cost a thread wake-up, a GIL hand-over and a loop wake-up per
 file. Here a few long-lived threads take the files, and the loop is woken once per batch.
 """
@@ -147,7 +147,7 @@ def _run(job: _Job) -> BaseException | None:
 
 
 def create(tmp: str) -> int:
-    """A new file; its folder is made again if it went missing during the run."""
+    """A new file; its folder is made on first use (or again, if removed during the run)."""
     try:
         return os.open(tmp, CREATE_FLAGS, 0o666)
     except FileNotFoundError:
