@@ -1,20 +1,17 @@
-"""The RealtimeKit API: auth, pacing, error envelopes and their mapping to the error tree.
+"""The RealtimeKit API: URLs, the token's session, pacing, envelopes, and pages.
 
-Only this module and `download` touch aiohttp. The session made here carries the token and is
-used for the API base URL alone; downloads go through a session with no credentials at all.
+Every request is paced by the shared Pacer and counted; every answer goes through one envelope
+check and one error mapping. Listing pages come as an async iterator that knows the paging
+quirks of the servers seen (a page_no ignored, a per_page capped without a word).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
+import logging
 import re
-import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -30,12 +27,27 @@ from exporter.errors import (
     TransientError,
     Unavailable,
 )
+from exporter.http import (
+    Link,
+    api_session,
+    parse_expiry,
+    parse_retry_after,
+    read_capped,
+    transport_errors,
+)
 from exporter.ratelimit import Pacer
+from exporter.retry import Attempts, RetryHook, with_retries
 from exporter.stats import Stats
+
+log = logging.getLogger(__name__)
 
 # An answer larger than this is not a RealtimeKit JSON answer; reading it whole would let a
 # broken proxy make us hold anything in memory.
 MAX_API_BODY = 1 << 20
+# Sources give no maximum; 100 keeps listing cheap against the budget (one request per 100
+# sessions) and a page far under the 1 MiB answer cap.
+PER_PAGE = 100
+MAX_PAGES = 100_000  # a server that never stops paging must not keep a run going for ever
 
 # Where each kind's answer names its URL and expiry (the API is not consistent about it).
 LINK_KEYS = {
@@ -53,71 +65,6 @@ _ALT_KEYS = {  # spellings seen in webhooks and other versions of the schema
 _AUTH_CODES = {9103, 9106, 9109, 10000, 10001}
 _AUTH_WORDS = re.compile(r"authenticat|authoriz|permission|access token|invalid token|api token",
                          re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A presigned download URL and when it stops working (epoch seconds; None if unknown)."""
-
-    url: str
-    expires_at: float | None
-
-    def usable_for(self, seconds: float, now: float | None = None) -> bool:
-        if self.expires_at is None:
-            return False
-        return self.expires_at - (time.time() if now is None else now) > seconds
-
-
-def parse_expiry(value: object) -> float | None:
-    """RFC 3339 (or epoch seconds) to epoch seconds; None if it cannot be read."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:  # milliseconds when too large for seconds
-            seconds = float(value / 1000 if value > 1e11 else value)
-        except OverflowError:  # an integer of hundreds of digits, from a hostile answer
-            return None
-        return seconds if math.isfinite(seconds) else None
-    if isinstance(value, str) and value:
-        try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            return None
-        if dt.tzinfo is None:
-            return None
-        return dt.timestamp()
-    return None
-
-
-# A Retry-After beyond this is a broken proxy, not Cloudflare (whose block lasts five minutes):
-# honouring "forever" would hang a cron job until the next one finds the lock held.
-MAX_RETRY_AFTER = 3600.0
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
-    seconds = _retry_after(headers, time.time() if now is None else now)
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return parsedate_to_datetime(value).timestamp() - now
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> ExportError:
@@ -163,11 +110,12 @@ def _envelope_error(body: bytes) -> tuple[int | None, str]:
     return None, ""
 
 
-def link_from_answer(kind: str, body: bytes) -> Link:
-    """The URL and expiry in a 200 answer, or a PermanentError saying what is wrong with it."""
+def envelope(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the answer, its `data` object) of a 2xx answer; a PermanentError saying what is wrong
+    otherwise. The one check of every answer's envelope."""
     try:
         doc = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise PermanentError("malformed API answer: not JSON", http_status=200) from None
     if not isinstance(doc, dict):
         raise PermanentError("malformed API answer: not a JSON object", http_status=200)
@@ -176,10 +124,16 @@ def link_from_answer(kind: str, body: bytes) -> Link:
         raise PermanentError(f"API answered success:false: {message or 'no message'}",
                              http_status=200)
     data = doc.get("data")
-    if isinstance(data, dict) and isinstance(data.get("data"), dict):
-        data = data["data"]
     if not isinstance(data, dict):
         raise PermanentError("malformed API answer: no 'data' object", http_status=200)
+    return doc, data
+
+
+def link_from_answer(kind: str, body: bytes) -> Link:
+    """The URL and expiry in a 200 answer, or a PermanentError saying what is wrong with it."""
+    _, data = envelope(body)
+    if isinstance(data.get("data"), dict):
+        data = data["data"]
     url_key, expiry_key = LINK_KEYS[kind]
     url, expiry = data.get(url_key), data.get(expiry_key)
     if not url:
@@ -190,64 +144,50 @@ def link_from_answer(kind: str, body: bytes) -> Link:
     return Link(url=url, expires_at=parse_expiry(expiry))
 
 
-def describe_exception(exc: BaseException) -> str:
-    """A safe one-line description of a transport failure: no URL, so no presigned query."""
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or 'error'})"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "connection broke while reading the body"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection"
-    return type(exc).__name__
+def page_of(body: bytes) -> tuple[list[Any], int | None]:
+    """(sessions, paging.total_count or None) from a listing answer."""
+    doc, data = envelope(body)
+    sessions = data.get("sessions")
+    if not isinstance(sessions, list):
+        raise PermanentError("malformed listing: no data.sessions list", http_status=200)
+    paging = doc.get("paging") if isinstance(doc.get("paging"), dict) else data.get("paging")
+    total = paging.get("total_count") if isinstance(paging, dict) else None
+    ok = isinstance(total, int) and not isinstance(total, bool) and total >= 0
+    return sessions, total if ok else None
 
 
-def no_hidden_retries(session: aiohttp.ClientSession) -> None:
-    """Stop aiohttp from silently re-sending a GET whose kept-alive connection was closed.
+def session_of(body: bytes) -> dict[str, Any]:
+    """The session in a session-details answer: `data`, or `data.session` (older schema)."""
+    _, data = envelope(body)
+    inner = data.get("session")
+    session = inner if isinstance(inner, dict) else data
+    if not isinstance(session.get("id"), str):
+        raise PermanentError("malformed session details: no session id", http_status=200)
+    return session
 
-    That retry would start an API request the pacer never saw (the budget counts retries),
-    and an attempt the manifest never counted. aiohttp has no public switch for it;
-    tests/test_export.py::test_transient_answers_are_retried fails if this stops working.
-    """
-    if hasattr(session, "_retry_connection"):
-        session._retry_connection = False
 
-
-async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """The whole body, up to `limit` bytes (more is a PermanentError).
-
-    `StreamReader.read(n)` returns what has arrived, not n bytes: a listing page spread over
-    several TCP segments would otherwise be cut short and read as malformed JSON.
-    """
-    buf = bytearray()
-    while len(buf) <= limit and (chunk := await content.read(limit + 1 - len(buf))):
-        buf += chunk
-    if len(buf) > limit:
-        raise PermanentError(f"API answer larger than {limit} bytes: not a RealtimeKit answer")
-    return bytes(buf)
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int
+    sessions: list[Any]
 
 
 class ApiClient:
     """The token-carrying session: every request paced by the shared Pacer, then mapped."""
 
-    def __init__(self, settings: Settings, pacer: Pacer, stats: Stats) -> None:
+    def __init__(self, settings: Settings, pacer: Pacer, stats: Stats,
+                 on_retry: RetryHook | None = None) -> None:
         self._settings = settings
         self._pacer = pacer
         self._stats = stats
+        self._on_retry = on_retry
         self._prefix = (f"{settings.base_url.rstrip('/')}/accounts/"
                         f"{quote(settings.account_id, safe='')}/realtime/kit")
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ApiClient:
-        t = self._settings.timeouts
-        self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {self._settings.token}"},
-            timeout=aiohttp.ClientTimeout(total=t.api, sock_connect=t.connect),
-            connector=aiohttp.TCPConnector(limit=max(self._settings.concurrency, 4)),
-            raise_for_status=False,
-        )
-        no_hidden_retries(self._session)
+        s = self._settings
+        self._session = api_session(s.token, s.timeouts, s.concurrency)
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -263,20 +203,22 @@ class ApiClient:
         # Ids were checked against [A-Za-z0-9_-] by the reader; quoting is belt and braces.
         return f"{self.sessions_url(app_id)}/{quote(session_id, safe='')}{suffix}"
 
-    async def get_json(self, url: str, params: Mapping[str, str] | None = None) -> bytes:
+    async def get_body(self, url: str, params: Mapping[str, str] | None = None) -> bytes:
         """One paced GET: the raw body of a 2xx answer, or the mapped ExportError raised."""
         assert self._session is not None, "use ApiClient as an async context manager"
         ticket = await self._pacer.acquire()
         self._stats.api_requests += 1
         try:
-            async with self._session.get(url, params=params, allow_redirects=False) as resp:
-                body = await _read_capped(resp.content, MAX_API_BODY)
-                status, headers = resp.status, resp.headers
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransientError(f"API request failed: {describe_exception(exc)}") from None
+            with transport_errors("API request failed"):
+                async with self._session.get(url, params=params, allow_redirects=False) as resp:
+                    body = await read_capped(resp.content, MAX_API_BODY)
+                    status, headers = resp.status, resp.headers
         finally:
             # The server has counted it by now, whenever it did: the window runs from here.
             self._pacer.answered(ticket)
+        if body is None:
+            raise PermanentError(f"API answer larger than {MAX_API_BODY} bytes: not a "
+                                 "RealtimeKit answer")
         if 200 <= status < 300:
             return body
         err = error_from_answer(status, body, headers)
@@ -304,7 +246,7 @@ class ApiClient:
             params = {"format": self._settings.transcript_format.upper()}
         url = self.session_url(app_id, session_id, f"/{kind}")
         try:
-            body = await self.get_json(url, params)
+            body = await self.get_body(url, params)
         except PermanentError as exc:
             # No transcript or summary was produced for this meeting: a fact, not a failure.
             if kind != "chat" and exc.http_status == 404 and type(exc) is PermanentError:
@@ -314,3 +256,51 @@ class ApiClient:
             return link_from_answer(kind, body)
         except ExportError as exc:
             raise self._without_token(exc) from None
+
+    async def get_session(self, app_id: str, session_id: str) -> dict[str, Any]:
+        """One session's details, breakout rooms included; retried as the policy says."""
+        url = self.session_url(app_id, session_id)
+        body = await self._retried(url, {"include_breakout_rooms": "true"},
+                                   f"session {app_id}/{session_id}")
+        return session_of(body)
+
+    async def _retried(self, url: str, params: Mapping[str, str], what: str) -> bytes:
+        return await with_retries(lambda: self.get_body(url, params), self._settings.retry,
+                                  Attempts(what=what), self._on_retry)
+
+    async def pages(self, app_id: str, query: Mapping[str, str],
+                    per_page: int = PER_PAGE) -> AsyncIterator[Page]:
+        """Every page of an app's session listing, each request retried, until the end.
+
+        The paging fields are optional: without them a short page is the last one, except a
+        short first page, which may be a server capping per_page silently: page 2 tells (empty:
+        it was all; more: the cap is the page size from now on). A page that repeats the one
+        before means the server ignores page_no: a PermanentError, not a loop, unless page 1
+        was short and so held everything.
+        """
+        url = self.sessions_url(app_id)
+        seen, previous, page_size = 0, None, per_page
+        for page_no in range(1, MAX_PAGES + 1):
+            params = {**query, "per_page": str(per_page), "page_no": str(page_no)}
+            sessions, total = page_of(await self._retried(url, params, f"listing {app_id}"))
+            ids = [s.get("id") if isinstance(s, dict) else None for s in sessions]
+            if ids and ids == previous:
+                if total is None and page_no == 2 and page_size < per_page:
+                    return  # page 1 was short, so it held everything: nothing is missing
+                raise PermanentError(f"page {page_no} repeats page {page_no - 1}: the server "
+                                     "seems to ignore page_no; later sessions may be missing")
+            if page_no == 2 and sessions and page_size < per_page:
+                log.info("app %s: the server serves %d sessions a page, not %d", app_id,
+                         page_size, per_page)
+            previous = ids
+            seen += len(sessions)
+            yield Page(page_no, sessions)
+            if not sessions or (total is not None and seen >= total):
+                return
+            if total is None:
+                if page_no == 1 and len(sessions) < per_page:
+                    page_size = len(sessions)
+                elif len(sessions) < page_size:
+                    return
+        raise PermanentError(f"more than {MAX_PAGES} pages of sessions: gave up")
+

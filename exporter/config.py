@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
@@ -89,10 +90,14 @@ class Settings:
     out_dir: Path
     manifest_path: Path
     sessions: str | None = None
-    # Discovery instead of SESSIONS: the apps to list, and WHEN texts (None: the defaults).
+    # Discovery instead of SESSIONS: the apps to list and the window, parsed once against
+    # `now` (since None: last-run, else 7 days; until None: now).
     apps: tuple[str, ...] = ()
-    since: str | None = None
-    until: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    # The run's start as discovery sees it: last-run moves to it, spans count back from it.
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    per_page: int = 100  # sessions asked for per listing page
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = DEFAULT_CONCURRENCY
     rate: Rate = field(default_factory=lambda: Rate.parse(DEFAULT_RATE))

@@ -1,7 +1,7 @@
 """`rtk-export demo`: a real export against the package's own stand-in, no account needed.
 
-The export itself is the command line's (`run_export` is handed in), so the demo shows
-exactly what a user's run does, faults and all.
+The export itself is the command line's (`run_export` is handed in: lock, run, reports and
+exit code), so the demo shows exactly what a user's run does, faults and all.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ import argparse
 import importlib.resources
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from exporter.archive import MANIFEST_NAME
 from exporter.config import RetryPolicy, Settings
+from exporter.report import Output
 
 log = logging.getLogger("exporter")
 
-RunExport = Callable[[Settings, argparse.Namespace], int]
+RunExport = Callable[[Settings, Output], int]
 
 
 def main(argv: Sequence[str], run_export: RunExport) -> int:
@@ -55,10 +58,9 @@ def main(argv: Sequence[str], run_export: RunExport) -> int:
         log.info("local RealtimeKit stand-in listening at %s", server.base_url)
         settings = Settings(token=config.token, account_id=config.account_id,
                             base_url=server.base_url, sessions=str(sessions), out_dir=out,
-                            manifest_path=out / "manifest.jsonl",
+                            manifest_path=out / MANIFEST_NAME,
                             retry=RetryPolicy(initial_backoff=0.05, max_backoff=0.5))
-        code = run_export(settings, argparse.Namespace(
-            progress=args.progress, summary_json=None, metrics_file=None))
+        code = run_export(settings, Output(progress=args.progress))
     log.info("demo: files in %s/<app_id>/<session_id>.csv, manifest in %s/manifest.jsonl; "
              "check them with: rtk-export verify %s", out, out, out)
     return code
@@ -94,7 +96,7 @@ def discovery(args: argparse.Namespace, run_export: RunExport) -> int:
         log.info("local RealtimeKit stand-in listening at %s", server.base_url)
         settings = Settings(token=config.token, account_id=config.account_id,
                             base_url=server.base_url, apps=apps, out_dir=out,
-                            manifest_path=out / "manifest.jsonl",
+                            manifest_path=out / MANIFEST_NAME,
                             kinds=("chat", "transcript", "summary"),
                             retry=RetryPolicy(initial_backoff=0.05, max_backoff=0.5))
         for day, when in enumerate((now, now + timedelta(days=1)), start=1):
@@ -104,8 +106,8 @@ def discovery(args: argparse.Namespace, run_export: RunExport) -> int:
                 log.info("demo: the LIVE session has ended; next day's run (--since last-run)")
             log.info("demo: run %d: rtk-export --app %s --app %s --include "
                      "chat,transcript,summary --out %s", day, a, b, out)
-            code = max(code, run_export(settings, argparse.Namespace(
-                progress=args.progress, summary_json=None, metrics_file=None, now=when)))
+            code = max(code, run_export(replace(settings, now=when),
+                                        Output(progress=args.progress)))
     log.info("demo: files in %s/<app_id>/, manifest in %s/manifest.jsonl, discovery state in "
              "%s/.rtk-export-state.json; check them with: rtk-export verify %s", out, out, out,
              out)

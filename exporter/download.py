@@ -1,49 +1,32 @@
-"""Presigned URL -> SHA-256 and size check -> temporary file beside the target -> os.replace
-(a body of up to IN_MEMORY bytes is checked before it touches the disk; a larger one while it
-spills to its temporary file).
+"""Presigned URL -> checked redirects -> status -> decode + hash -> bytes handed to the archive.
 
 The session here carries no credentials of any kind, so the API token cannot reach the
-download host whatever happens to a URL. A file appears under its final name only complete.
+download host whatever happens to a URL. A file appears under its final name only complete:
+its size checked against Content-Length, a compressed stream checked to its end.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import itertools
-import os
-import secrets
 import zlib
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 import aiohttp
 from yarl import URL
 
-from exporter.client import Link, describe_exception, no_hidden_retries, parse_retry_after
+from exporter.archive import FolderArchive, disk_error
 from exporter.config import Settings
-from exporter.errors import (
-    DiskError,
-    IncompleteDownload,
-    LinkExpired,
-    PermanentError,
-    TransientError,
-)
+from exporter.errors import IncompleteDownload, LinkExpired, PermanentError, TransientError
+from exporter.http import Link, download_session, parse_retry_after, transport_errors
 from exporter.urls import download_url_problem
-from exporter.writer import FileWriter, create, write_all
+from exporter.writer import Spool
 
 CHUNK = 256 * 1024
-IN_MEMORY = 1024 * 1024  # bytes of a body held before it spills to disk
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-TMP_PREFIX = ".rtk-export-"
-TMP_SUFFIX = ".part"
-# Errors that mean the disk, not the pair, is the problem: retrying other pairs cannot help.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                errno.EIO}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,127 +35,60 @@ class Stored:
     sha256: str
 
 
-# Unique per process and file without a getrandom() call per file: a random tag drawn once,
-# then a counter.
-_TAG = secrets.token_hex(4)
-_SERIAL = itertools.count()
-
-
-def temp_name(final: str) -> str:
-    folder, name = os.path.split(final)
-    return os.path.join(folder, f"{TMP_PREFIX}{name}.{_TAG}{next(_SERIAL):x}{TMP_SUFFIX}")
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
-
-
-def remove_stale_temps(out_dir: Path) -> int:
-    """Remove temporary files a killed run left in DIR and its app folders; how many."""
-    removed = 0
-    if not out_dir.is_dir():
-        return 0
-    for top in os.scandir(out_dir):
-        entries = [top]
-        if top.is_dir(follow_symlinks=False):
-            entries = list(os.scandir(top.path))
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False) and is_temp_name(entry.name):
-                with suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed
-
-
-def disk_error(exc: OSError, path: str | Path) -> DiskError | None:
-    if exc.errno in _DISK_ERRNOS:
-        return DiskError(f"cannot write {path}: {os.strerror(exc.errno or 0)}")
-    return None
-
-
 class Downloader:
-    """Streams presigned URLs to files; one credential-free aiohttp session for all."""
+    """Streams presigned URLs into the archive; one credential-free aiohttp session for all."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, archive: FolderArchive) -> None:
         self._settings = settings
+        self._archive = archive
         self._session: aiohttp.ClientSession | None = None
-        self._writer = FileWriter()
 
     async def __aenter__(self) -> Downloader:
-        t = self._settings.timeouts
-        self._session = aiohttp.ClientSession(
-            # No total limit (a large CSV may take long); a silent socket is what we bound.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read),
-            connector=aiohttp.TCPConnector(limit=max(self._settings.concurrency, 4)),
-            # Presigned URLs are signed over the exact path and query: send them untouched.
-            requote_redirect_url=False,
-            # Encoded bodies are decoded by _Decoder: aiohttp's decoder lets a gzip stream that
-            # stops early pass as complete, and hides the encoded length Content-Length counts.
-            auto_decompress=False,
-            # Only the encodings _Decoder knows (S3 serves an object's stored encoding anyway).
-            headers={"Accept-Encoding": "gzip, deflate"},
-        )
-        no_hidden_retries(self._session)
-        await self._writer.__aenter__()
+        self._session = download_session(self._settings.timeouts, self._settings.concurrency)
         return self
-
-    @property
-    def folder_error(self) -> DiskError | None:
-        """Set once closed, if a folder could not be synced at the end."""
-        if self._writer.folder_error is None:
-            return None
-        folder, exc = self._writer.folder_error
-        return DiskError(f"cannot sync the folder {folder}: {exc.strerror or exc}")
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
-        try:
-            await self._writer.__aexit__(et, e, tb)
-        finally:
-            if self._session is not None:
-                await self._session.close()
+        if self._session is not None:
+            await self._session.close()
 
-    async def fetch(self, link: Link, final: Path) -> Stored:
-        """Download `link` into `final` atomically; raise an ExportError on any failure."""
-        assert self._session is not None, "use Downloader as an async context manager"
+    async def fetch(self, link: Link, rel: str) -> Stored:
+        """Download `link` into the archive as `rel`, atomically; an ExportError on failure."""
         problem = download_url_problem(link.url)
         if problem:
             raise PermanentError(problem)
-        # Plain strings from here on: a Path per temporary name and folder cost a few per cent
-        # of the CPU per pair.
-        final_s = os.fspath(final)
-        tmp = temp_name(final_s)
-        url = URL(link.url, encoded=True)
-        stored = False
+        spool = self._archive.spool(rel)
+        placed = False
         try:
-            try:
-                # Redirects are followed by hand, so that each hop is checked (https, or http
-                # to loopback) before a request goes to it.
-                for _ in range(MAX_REDIRECTS + 1):
-                    async with self._session.get(url, allow_redirects=False) as resp:
-                        location = resp.headers.get("Location")
-                        if resp.status in _REDIRECTS and location:
-                            url = url.join(URL(location, encoded=True))
-                            problem = download_url_problem(str(url))
-                            if problem:
-                                raise PermanentError(f"download redirected: {problem}",
-                                                     http_status=resp.status)
-                            continue
-                        if resp.status != 200:
-                            await self._refuse(resp, link)
-                        result = await self._store(resp, tmp, final_s)
-                        stored = True
-                        return result
-                raise PermanentError(f"download redirected more than {MAX_REDIRECTS} times")
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                msg = describe_exception(exc)
-                if isinstance(exc, aiohttp.ClientPayloadError):
-                    raise IncompleteDownload(f"download incomplete: {msg}") from None
-                raise TransientError(f"download failed: {msg}") from None
+            with transport_errors("download failed"):
+                async with AsyncExitStack() as stack:
+                    resp = await self._send_handling_redirects(URL(link.url, encoded=True), stack)
+                    if resp.status != 200:
+                        await self._refuse(resp, link)
+                    stored = await self._receive(resp, spool)
+            await self._place(spool)
+            placed = True
+            return stored
         finally:
-            if not stored:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            if not placed:
+                spool.discard()
+
+    async def _send_handling_redirects(self, url: URL,
+                                       stack: AsyncExitStack) -> aiohttp.ClientResponse:
+        """The first answer that is not a redirect; each hop is checked (https, or http to
+        loopback) before a request goes to it, which aiohttp's own following cannot do."""
+        assert self._session is not None, "use Downloader as an async context manager"
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await stack.enter_async_context(self._session.get(url, allow_redirects=False))
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECTS or not location:
+                return resp
+            url = url.join(URL(location, encoded=True))
+            problem = download_url_problem(str(url))
+            if problem:
+                raise PermanentError(f"download redirected: {problem}", http_status=resp.status)
+            resp.release()
+        raise PermanentError(f"download redirected more than {MAX_REDIRECTS} times")
 
     async def _refuse(self, resp: aiohttp.ClientResponse, link: Link) -> None:
         status = resp.status
@@ -190,48 +106,29 @@ class Downloader:
         raise PermanentError(f"download refused: HTTP {status}{_s3_code(body)}",
                              http_status=status)
 
-    async def _store(self, resp: aiohttp.ClientResponse, tmp: str, final: str) -> Stored:
+    async def _receive(self, resp: aiohttp.ClientResponse, spool: Spool) -> Stored:
+        """The body into the spool, decoded and hashed; its length checked as announced."""
         decoder = _Decoder.for_encoding(resp.headers.get("Content-Encoding", ""))
         announced = resp.content_length  # bytes on the wire, whatever the encoding
         digest = hashlib.sha256()
         size = received = 0
-        # A body is kept in memory up to IN_MEMORY and then written, synced and renamed in
-        # one go by the writer thread; a larger one spills to its temporary file as it comes.
-        held: list[bytes] = []
-        fd: int | None = None
         try:
-            try:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    received += len(chunk)
-                    if announced is not None and received > announced:
-                        break
-                    for piece in decoder.feed(chunk) if decoder else (chunk,):
-                        digest.update(piece)
-                        size += len(piece)
-                        if fd is not None:
-                            write_all(fd, piece)
-                            continue
-                        held.append(piece)
-                        if size > IN_MEMORY:
-                            # On the event loop: the create is a small part of a long transfer.
-                            fd = create(tmp)
-                            write_all(fd, b"".join(held))
-                            held.clear()
-                if announced is not None and received != announced:
-                    raise IncompleteDownload(
-                        f"download had {received} bytes, the server announced {announced}")
-                if decoder:
-                    piece = decoder.finish()
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                received += len(chunk)
+                if announced is not None and received > announced:
+                    break
+                for piece in decoder.feed(chunk) if decoder else (chunk,):
                     digest.update(piece)
                     size += len(piece)
-                    held.append(piece)
-            except BaseException:
-                if fd is not None:
-                    os.close(fd)
-                raise
-            data = b"".join(held)
-            held.clear()  # one copy in memory while it waits for the disk, not two
-            await self._writer.place(tmp, final, data, fd)
+                    await spool.write(piece)
+            if announced is not None and received != announced:
+                raise IncompleteDownload(
+                    f"download had {received} bytes, the server announced {announced}")
+            if decoder:
+                piece = decoder.finish()
+                digest.update(piece)
+                size += len(piece)
+                await spool.write(piece)
         except zlib.error:
             raise IncompleteDownload("compressed download is cut short or corrupt") from None
         except (TimeoutError, aiohttp.ClientError):
@@ -239,9 +136,19 @@ class Downloader:
             # and would otherwise be reported as a write failure and never retried.
             raise
         except OSError as exc:
-            raise disk_error(exc, final) or PermanentError(
-                f"cannot write {os.path.basename(final)}: {exc.strerror}") from None
+            raise self._write_error(exc, spool) from None
         return Stored(size=size, sha256=digest.hexdigest())
+
+    async def _place(self, spool: Spool) -> None:
+        try:
+            await spool.place()
+        except OSError as exc:
+            raise self._write_error(exc, spool) from None
+
+    @staticmethod
+    def _write_error(exc: OSError, spool: Spool) -> Exception:
+        return disk_error(exc, spool.final) or PermanentError(
+            f"cannot write {spool.final.rsplit('/', 1)[-1]}: {exc.strerror}")
 
 
 class _Decoder:
@@ -280,6 +187,7 @@ class _Decoder:
         if not self._z.eof:
             raise zlib.error("the compressed stream ends early")
         return tail
+
 
 def _s3_code(body: str) -> str:
     start = body.find("<Code>")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-LOCK_NAME = ".rtk-export.lock"
+from exporter.archive import LOCK_NAME
 
 
 class Locked(Exception):

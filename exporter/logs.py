@@ -6,7 +6,12 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any
+
+from exporter.urls import redact_text
+
+log = logging.getLogger("exporter")
 
 # Attributes a LogRecord always has; anything else came in through `extra=` and is context.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -46,3 +51,17 @@ def setup(fmt: str = "text", verbose: int = 0) -> None:
     root.setLevel(logging.DEBUG if verbose > 0 else logging.INFO)
     # aiohttp logs nothing we need; its debug lines could carry URLs.
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def log_bug(exc: Exception, token: str) -> None:
+    """An internal error with its traceback, redacted: an exception's message may quote a
+    request (aiohttp's RequestInfo repr holds the headers) or a presigned URL, and a standard
+    traceback prints the message, never a frame's locals."""
+    # The bug itself, not anyio's wrapper around it.
+    bug: BaseException = exc
+    while isinstance(bug, BaseExceptionGroup) and len(bug.exceptions) == 1:
+        bug = bug.exceptions[0]
+    trace = "".join(traceback.format_exception(bug)).rstrip()
+    log.critical("rtk-export: internal error, the run stopped: %s\n%s",
+                 redact_text(f"{type(bug).__name__}: {bug}", token), redact_text(trace, token),
+                 extra={"event": "internal_error"})

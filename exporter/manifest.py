@@ -1,94 +1,132 @@
-"""The manifest: one JSON line per unit of work, appended and flushed as each one ends.
+"""The manifest: its line format (a `Status`, a typed `Record`, one decoder), append and flush,
+the index of each unit's latest line, and the recently failed units, found in the same pass.
 
-Loading it keeps only a 64-bit key -> file offset index of each unit's last line (a few dozen
+Loading keeps only a 64-bit key -> file offset index of each unit's last line (a few dozen
 bytes per unit); the line itself is read back from disk when its unit comes up again.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
 from exporter.errors import DiskError, ExportError
 from exporter.keyset import KeyIndex, key_of
+from exporter.sessions import Pair, session_id_problem
+from exporter.times import now_rfc3339, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
-STATUSES = frozenset({"exported", "skipped", "failed", "invalid", "unavailable"})
-DONE = frozenset({"exported", "skipped"})
+
+class Status(StrEnum):
+    EXPORTED = "exported"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    INVALID = "invalid"
+    UNAVAILABLE = "unavailable"
 
 
-def file_matches(path: Path, size: object, sha256: object) -> bool:
-    """The file is there with exactly the recorded size and SHA-256 (blocking: use a thread)."""
-    if not isinstance(size, int) or not isinstance(sha256, str):
-        return False
-    try:
-        if os.stat(path).st_size != size:
-            return False
-        # file_digest reads into one reused buffer: a fresh 1 MiB read() per small file left
-        # the allocator fragmented enough to grow RSS with the number of files verified.
-        with open(path, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256")
-    except OSError:
-        return False
-    return digest.hexdigest() == sha256
+DONE = frozenset({Status.EXPORTED, Status.SKIPPED})  # the unit's file is archived
+_STATUSES = frozenset(s.value for s in Status)
 
 
-_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One manifest line: the outcome of one unit in one run."""
 
+    app_id: str | None
+    session_id: str | None
+    kind: str
+    status: Status
+    run_id: str
+    path: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    attempts: int = 0
+    error: dict[str, Any] | None = None
+    finished_at: str = ""
+    line: int | None = None  # for `invalid`: the SESSIONS line number
 
-def now_rfc3339() -> str:
-    return rfc3339_utc(time.time())
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "app_id": self.app_id, "session_id": self.session_id, "kind": self.kind,
+            "status": self.status, "path": self.path, "bytes": self.bytes,
+            "sha256": self.sha256, "attempts": self.attempts, "error": self.error,
+            "finished_at": self.finished_at, "run_id": self.run_id,
+        }
+        if self.line is not None:
+            doc["line"] = self.line
+        return doc
 
-
-def rfc3339_utc(when: float) -> str:
-    """`when` (epoch seconds, >= 0) in UTC to the millisecond, `2026-11-28T09:15:02.123Z`;
-    one strftime per distinct second, as a manifest line per pair made it a visible cost."""
-    whole = int(when)
-    if whole != _second[0]:
-        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second[1]}.{int((when - whole) * 1000):03d}Z"
-
-
-def unit_key(app_id: str, session_id: str, kind: str) -> int:
-    return key_of(app_id, session_id, kind)
+    def encode(self) -> builtins.bytes:  # `bytes` is a field here
+        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":")).encode() \
+            + b"\n"
 
 
 def record(*, app_id: str | None, session_id: str | None, kind: str, status: str, run_id: str,
            attempts: int = 0, path: str | None = None, size: int | None = None,
            sha256: str | None = None, error: ExportError | None = None,
-           line: int | None = None) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "app_id": app_id, "session_id": session_id, "kind": kind, "status": status,
-        "path": path, "bytes": size, "sha256": sha256, "attempts": attempts,
-        "error": error.as_record() if error else None,
-        "finished_at": now_rfc3339(), "run_id": run_id,
-    }
-    if line is not None:
-        rec["line"] = line
-    return rec
+           line: int | None = None) -> Record:
+    """A line finished now."""
+    return Record(app_id=app_id, session_id=session_id, kind=kind, status=Status(status),
+                  run_id=run_id, path=path, bytes=size, sha256=sha256, attempts=attempts,
+                  error=error.as_record() if error else None, finished_at=now_rfc3339(),
+                  line=line)
 
 
-def _line_problem(rec: dict[str, Any]) -> str | None:
-    """What is wrong with a parsed line (edited by hand, written by a newer version), or None."""
-    status = rec.get("status")
-    if status not in STATUSES:
-        return f"has unknown status {str(status)[:40]!r}"
-    if not isinstance(rec.get("kind", "chat"), str):
-        return "has a 'kind' that is not a string"
-    if status in DONE:
-        size, digest = rec.get("bytes"), rec.get("sha256")
-        if (not isinstance(size, int) or isinstance(size, bool) or size < 0
-                or not isinstance(digest, str) or len(digest) != 64):
-            return f"says {status} but has no valid bytes and sha256"
-    return None
+class Damaged(ValueError):
+    """A line that cannot be trusted (torn, not JSON, edited by hand, from a newer version)."""
+
+
+def decode(raw: bytes) -> Record | None:
+    """A manifest line as a Record; None for a line with nothing to resume (blank, or an
+    `invalid` SESSIONS line); Damaged saying what is wrong otherwise. The one decoder."""
+    if not raw.endswith(b"\n"):
+        # kill -9 or a full disk while writing: the unit will be done again.
+        raise Damaged("is incomplete (interrupted write)")
+    if not raw.strip():
+        return None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Damaged("is not valid JSON") from None
+    if isinstance(doc, dict) and doc.get("status") == Status.INVALID:
+        return None
+    if not (isinstance(doc, dict) and isinstance(doc.get("app_id"), str)
+            and isinstance(doc.get("session_id"), str)):
+        raise Damaged("has no app_id/session_id")
+    status, kind = doc.get("status"), doc.get("kind", "chat")
+    if not isinstance(status, str) or status not in _STATUSES:
+        raise Damaged(f"has unknown status {str(status)[:40]!r}")
+    if not isinstance(kind, str):
+        raise Damaged("has a 'kind' that is not a string")
+    size, digest, path = doc.get("bytes"), doc.get("sha256"), doc.get("path")
+    size_ok = isinstance(size, int) and not isinstance(size, bool) and size >= 0
+    digest_ok = isinstance(digest, str) and len(digest) == 64
+    if status in DONE and not (size_ok and digest_ok):
+        raise Damaged(f"says {status} but has no valid bytes and sha256")
+    attempts, error, line = doc.get("attempts"), doc.get("error"), doc.get("line")
+    return Record(
+        app_id=doc["app_id"], session_id=doc["session_id"], kind=kind, status=Status(status),
+        run_id=str(doc.get("run_id", "")), path=path if isinstance(path, str) else None,
+        bytes=size if size_ok else None, sha256=digest if digest_ok else None,
+        attempts=attempts if isinstance(attempts, int) else 0,
+        error=error if isinstance(error, dict) else None,
+        finished_at=str(doc.get("finished_at") or ""),
+        line=line if isinstance(line, int) else None)
+
+
+def _key(rec: Record) -> int:
+    return key_of(rec.app_id or "", rec.session_id or "", rec.kind)
 
 
 class Manifest:
@@ -98,87 +136,87 @@ class Manifest:
         self.path = path
         self.index = KeyIndex()
         self.damaged_lines = 0
+        # Units whose latest line is `failed`, with when: discovery retries those of the last
+        # 7 days. Grows with the failed units only.
+        self._failed: dict[tuple[str, str], dict[str, datetime | None]] = {}
         self._out: IO[bytes] | None = None
         self._reader: IO[bytes] | None = None
 
     def load(self) -> None:
-        """Index the latest line of every unit; warn about, and pass over, damaged lines."""
+        """Index the latest line of every unit and note the failed ones, in one pass; warn
+        about, and pass over, damaged lines."""
         if not self.path.exists():
             return
+        failed = self._failed
         with open(self.path, "rb") as fh:
             offset = 0
             for number, raw in enumerate(fh, start=1):
                 here, offset = offset, offset + len(raw)
-                rec = self._parse(raw, number)
-                if rec is not None:
-                    self.index.put(unit_key(rec["app_id"], rec["session_id"], rec["kind"]), here)
+                try:
+                    rec = decode(raw)
+                except Damaged as exc:
+                    # Passed over: the unit's earlier line, if any, is checked against its
+                    # file again, else the unit is exported again. Never a crash.
+                    log.warning("manifest %s line %d %s; ignored", self.path, number, exc)
+                    self.damaged_lines += 1
+                    continue
+                if rec is None:
+                    continue
+                self.index.put(_key(rec), here)
+                if rec.status is Status.FAILED:
+                    kinds = failed.setdefault((rec.app_id or "", rec.session_id or ""), {})
+                    kinds[rec.kind] = parse_rfc3339(rec.finished_at)
+                elif failed:
+                    pair = (rec.app_id or "", rec.session_id or "")
+                    known = failed.get(pair)
+                    if known is not None:
+                        known.pop(rec.kind, None)
+                        if not known:
+                            del failed[pair]
 
-    def _parse(self, raw: bytes, number: int) -> dict[str, Any] | None:
-        if not raw.endswith(b"\n"):
-            # kill -9 or a full disk while writing: the unit will be done again.
-            log.warning("manifest %s line %d is incomplete (interrupted write); ignored",
-                        self.path, number)
-            self.damaged_lines += 1
-            return None
-        if not raw.strip():
-            return None
-        try:
-            rec = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            log.warning("manifest %s line %d is not valid JSON; ignored", self.path, number)
-            self.damaged_lines += 1
-            return None
-        if isinstance(rec, dict) and rec.get("status") == "invalid":
-            return None  # a bad SESSIONS line of an earlier run: nothing to resume
-        if not (isinstance(rec, dict) and isinstance(rec.get("app_id"), str)
-                and isinstance(rec.get("session_id"), str)):
-            log.warning("manifest %s line %d has no app_id/session_id; ignored", self.path, number)
-            self.damaged_lines += 1
-            return None
-        problem = _line_problem(rec)
-        if problem is not None:
-            # Passed over, as a torn line is: the unit's earlier line, if any, is checked
-            # against its file again, else the unit is exported again. Never a crash.
-            log.warning("manifest %s line %d %s; ignored", self.path, number, problem)
-            self.damaged_lines += 1
-            return None
-        rec.setdefault("kind", "chat")
-        return rec
+    def recent_failures(self, apps: frozenset[str], not_before: datetime) -> list[Pair]:
+        """Pairs of `apps` with a unit whose latest line is `failed` and not older than
+        `not_before` (found by load())."""
+        out = []
+        for (app, sid), kinds in self._failed.items():
+            if app in apps and session_id_problem(sid) is None and any(
+                    when is not None and when >= not_before for when in kinds.values()):
+                out.append(Pair(app, sid, 0))
+        return out
 
-    def latest(self, app_id: str, session_id: str, kind: str) -> dict[str, Any] | None:
+    def latest(self, app_id: str, session_id: str, kind: str) -> Record | None:
         """The last line recorded for this unit before this run, or None."""
-        offset = self.index.get(unit_key(app_id, session_id, kind))
+        offset = self.index.get(key_of(app_id, session_id, kind))
         if offset is None:
             return None
         if self._reader is None:
             self._reader = open(self.path, "rb")  # noqa: SIM115 - kept open for the run
         self._reader.seek(offset)
-        rec = _decode(self._reader.readline())
+        rec = _quiet(self._reader.readline())
         # A 64-bit key can collide: trust the line only if it names this very unit.
-        if rec is None or (rec["app_id"], rec["session_id"], rec["kind"]) != (
-                app_id, session_id, kind):
+        if rec is None or (rec.app_id, rec.session_id, rec.kind) != (app_id, session_id, kind):
             return None
         return rec
 
-    def iter_lines(self) -> Iterator[dict[str, Any]]:
+    def iter_lines(self) -> Iterator[Record]:
         """Every readable line naming a unit, in file order, streamed."""
         for _, rec in self._scan():
             yield rec
 
-    def iter_latest(self) -> Iterator[dict[str, Any]]:
+    def iter_latest(self) -> Iterator[Record]:
         """Every unit's last line, in file order: one sequential pass, nothing collected."""
         for offset, rec in self._scan():
-            if self.index.get(unit_key(rec["app_id"], rec["session_id"], rec["kind"])) == offset:
+            if self.index.get(_key(rec)) == offset:
                 yield rec
 
-    def _scan(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _scan(self) -> Iterator[tuple[int, Record]]:
         if not self.path.exists():
             return
         with open(self.path, "rb") as fh:
             offset = 0
             for raw in fh:
                 here, offset = offset, offset + len(raw)
-                rec = _decode(raw)
+                rec = _quiet(raw)
                 if rec is not None:
                     yield here, rec
 
@@ -194,7 +232,7 @@ class Manifest:
                 if fh.read(1) != b"\n":
                     self._out.write(b"\n")
 
-    def append(self, rec: dict[str, Any]) -> None:
+    def append(self, rec: Record) -> None:
         """Write one line and hand it to the OS at once: a crash loses only units in flight.
 
         A line the disk refuses (full, a file-size limit, an I/O error) stops the run with a
@@ -202,8 +240,7 @@ class Manifest:
         the line did get written is cut off again, so the manifest stays whole lines.
         """
         assert self._out is not None, "open_for_append() first"
-        data = memoryview(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode()
-                          + b"\n")
+        data = memoryview(rec.encode())
         fd = self._out.fileno()
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
@@ -232,14 +269,9 @@ class Manifest:
             self._reader = None
 
 
-def _decode(raw: bytes) -> dict[str, Any] | None:
-    """A manifest line as a dict with its ids and kind, or None if it is not one."""
+def _quiet(raw: bytes) -> Record | None:
+    """decode(), with damaged lines (already reported by load()) as None."""
     try:
-        rec = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return decode(raw)
+    except Damaged:
         return None
-    if not (isinstance(rec, dict) and isinstance(rec.get("app_id"), str)
-            and isinstance(rec.get("session_id"), str)):
-        return None
-    rec.setdefault("kind", "chat")
-    return rec

@@ -1,166 +1,61 @@
-"""One run: read units, skip what is intact, export the rest concurrently, record each outcome.
-
-One task group: a producer feeding a small bounded stream, `concurrency` workers, and a signal
-watcher. Memory stays flat: the stream holds a few units, de-duplication a 64-bit key per unit.
+"""One run, as the spec tells it: `export(settings)` builds the pacer, one API client, the
+archive and the downloader, picks the source (SESSIONS or discovery), runs the task group, and
+commits discovery's state. The task group: a producer feeding a small bounded stream,
+`concurrency` workers, and a signal watcher. Memory stays flat: the stream holds a few units,
+de-duplication a 64-bit key per unit.
 """
 
 from __future__ import annotations
 
 import logging
-import select
 import signal
 import sys
-import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import suppress
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import anyio
-import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.client import ApiClient, Link
+from exporter.archive import FolderArchive, relative_path
+from exporter.client import ApiClient
 from exporter.config import Settings
-from exporter.download import Downloader, Stored, remove_stale_temps
+from exporter.discovery import FAILED_RETRY_AGE, Discovery
+from exporter.download import Downloader, Stored
 from exporter.errors import DiskError, ExportError, FatalError, LinkExpired, Unavailable
-from exporter.keyset import KeySet
-from exporter.manifest import DONE, Manifest, file_matches, record, unit_key
+from exporter.http import Link
+from exporter.keyset import KeySet, key_of
+from exporter.manifest import DONE, Manifest, Record, Status, record
+from exporter.progress import QuietReporter, Reporter
 from exporter.ratelimit import Pacer
-from exporter.retry import Tally, with_retries
-from exporter.sessions import InvalidLine, Pair, open_sessions, read_pairs
-from exporter.stats import Stats
+from exporter.retry import Attempts, RetryDetails, with_retries
+from exporter.runstate import RunState
+from exporter.sessions import InvalidLine, Pair, Unit, read_file, read_live
+from exporter.stats import RunResult, Stats, new_run_id
 
 log = logging.getLogger(__name__)
 
-READ_BATCH = 512  # SESSIONS lines read per trip to a worker thread
 
-
-@dataclass(frozen=True, slots=True)
-class Unit:
-    """One (pair, kind): what is exported, paced, retried and recorded as one."""
-
-    app_id: str
-    session_id: str
-    kind: str
-
-
-def relative_path(unit: Unit, transcript_format: str) -> str:
-    name = {
-        "chat": f"{unit.session_id}.csv",
-        "transcript": f"{unit.session_id}.transcript.{transcript_format}",
-        "summary": f"{unit.session_id}.summary.txt",
-    }[unit.kind]
-    return f"{unit.app_id}/{name}"
-
-
-class Reporter(Protocol):
-    """What the pipeline tells the outside (progress display, periodic log lines)."""
-
-    def recorded(self, rec: dict[str, Any]) -> None: ...
-
-    async def run(self, stats: Stats) -> None: ...
-
-
-class QuietReporter:
-    def recorded(self, rec: dict[str, Any]) -> None:
-        return None
-
-    async def run(self, stats: Stats) -> None:
-        await anyio.sleep_forever()
+async def export(settings: Settings, reporter: Reporter | None = None, *,
+                 pacer: Pacer | None = None, clock: Callable[[], float] = time.monotonic,
+                 handle_signals: bool = True) -> RunResult:
+    """The whole run; every outcome, discovery's included, is in the RunResult."""
+    return await Run(settings, reporter=reporter, pacer=pacer, clock=clock,
+                     handle_signals=handle_signals).run()
 
 
 @dataclass(slots=True)
-class RunResult:
-    run_id: str
-    stats: Stats
-    seconds: float
-    invalid_lines: int = 0
-    fatal: FatalError | None = None
-    stopped_by: int | None = None  # the signal number that stopped the run
-    left: int = 0  # units not started because of --max-duration
-    cut_short: bool = False  # --max-duration stopped the reading of the input
-    plan: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Attempts(Tally):
-    """Per-unit retry state: the URL in hand, HTTP requests spent, failures counted by kind."""
+class _UnitAttempts(Attempts):
+    """A unit's attempts, and the URL in hand."""
 
     link: Link | None = None
     fresh: bool = False
     had_link: bool = False
-    http: int = 0
-
-
-def new_run_id() -> str:
-    """Sortable and unique: the start time in UTC and a random suffix."""
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-
-
-def _take(it: Iterator[Pair | InvalidLine], n: int) -> list[Pair | InvalidLine]:
-    out = []
-    for item in it:
-        out.append(item)
-        if len(out) >= n:
-            break
-    return out
-
-
-async def read_live(stream: BinaryIO) -> AsyncIterator[Pair | InvalidLine]:
-    """Pairs from a pipe, each as soon as its line arrives.
-
-    A daemon thread reads, so that a pipe left open by the writer can neither hold back the
-    pairs already written (it hands over what it has whenever the pipe runs dry) nor keep the
-    process alive after a signal (anyio's worker threads are joined at exit).
-    """
-    send, recv = anyio.create_memory_object_stream[list[Pair | InvalidLine]](4)
-    token = anyio.lowlevel.current_token()
-    failure: list[BaseException] = []
-
-    def hand_over(batch: list[Pair | InvalidLine]) -> None:
-        anyio.from_thread.run(send.send, batch, token=token)
-
-    def pump() -> None:
-        try:
-            batch: list[Pair | InvalidLine] = []
-            for item in read_pairs(stream):
-                batch.append(item)
-                if len(batch) >= READ_BATCH or not _more_waiting(stream):
-                    hand_over(batch)
-                    batch = []
-            if batch:
-                hand_over(batch)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
-            return
-        except Exception as exc:  # handed to the reading task, which raises it
-            failure.append(exc)
-        with suppress(anyio.RunFinishedError):
-            anyio.from_thread.run_sync(send.close, token=token)
-
-    threading.Thread(target=pump, name="rtk-export-stdin", daemon=True).start()
-    async with recv:
-        async for batch in recv:
-            for item in batch:
-                yield item
-    if failure:
-        raise failure[0]
-
-
-def _more_waiting(stream: BinaryIO) -> bool:
-    """Whether reading on would not block: bytes (or EOF) wait in the pipe."""
-    try:
-        return bool(select.select([stream.fileno()], [], [], 0)[0])
-    except (OSError, ValueError):  # not a real file: it never blocks
-        return True
 
 
 class Run:
-    """Export every unit of the input once, as the spec says; `await run()` returns the result."""
+    """Export every unit of the input once; `await run()` returns the result."""
 
     def __init__(self, settings: Settings, *, reporter: Reporter | None = None,
                  pacer: Pacer | None = None, clock: Callable[[], float] = time.monotonic,
@@ -175,15 +70,17 @@ class Run:
         self._handle_signals = handle_signals
         self._seen = KeySet()
         self._deadline = (clock() + settings.max_duration) if settings.max_duration else None
-        self._result = RunResult(run_id=self.run_id, stats=self.stats, seconds=0.0)
+        self._result = RunResult(run_id=self.run_id, stats=self.stats)
         self._scope: anyio.CancelScope | None = None
         self._api: ApiClient | None = None
         self._dl: Downloader | None = None
+        self._archive = FolderArchive(settings.out_dir)
 
     # -- the run --------------------------------------------------------------------------
 
-    async def run(self, items: AsyncIterator[Pair | InvalidLine] | None = None) -> RunResult:
+    async def run(self) -> RunResult:
         started = self._clock()
+        discovery: Discovery | None = None
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
@@ -196,22 +93,34 @@ class Run:
                 except FatalError as exc:
                     self._stop(exc)
                     return self._result
-                async with ApiClient(self.s, self.pacer, self.stats) as api, \
-                        Downloader(self.s) as dl:
+                async with ApiClient(self.s, self.pacer, self.stats, self._retry_scheduled) \
+                        as api, self._archive, Downloader(self.s, self._archive) as dl:
                     self._api, self._dl = api, dl
-                    await self._run_group(items if items is not None else self._read_sessions())
-                if dl.folder_error is not None:
-                    self._stop(dl.folder_error)
+                    if self.s.apps:
+                        discovery = await self._discovery(api)
+                        items: AsyncIterator[Pair | InvalidLine] = discovery.pairs()
+                    else:
+                        items = self._read_sessions()
+                    await self._run_group(items)
+                if self._archive.folder_error is not None:
+                    self._stop(self._archive.folder_error)
                 tg.cancel_scope.cancel()
         finally:
             self.manifest.close()  # synchronous: runs to the end even while cancelled
             self._result.seconds = self._clock() - started
+            self.stats.paused_seconds = self.pacer.paused_seconds
+            self.stats.budget_wait_seconds = getattr(self.pacer, "budget_wait_seconds", 0.0)
+        if discovery is not None:
+            self._result.apps = discovery.reports
+            if not self.s.dry_run:
+                discovery.commit(self._result.whole)
         return self._result
 
     async def _prepare(self) -> None:
         await anyio.to_thread.run_sync(self.manifest.load, abandon_on_cancel=True)
+        self.stats.damaged_lines = self.manifest.damaged_lines
         if not self.s.dry_run:
-            removed = await anyio.to_thread.run_sync(remove_stale_temps, self.s.out_dir)
+            removed = await anyio.to_thread.run_sync(self._archive.remove_stale)
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
             try:
@@ -219,6 +128,13 @@ class Run:
             except OSError as exc:
                 raise DiskError(f"cannot write the manifest {self.s.manifest_path}: "
                                 f"{exc.strerror}") from None
+
+    async def _discovery(self, api: ApiClient) -> Discovery:
+        state = await anyio.to_thread.run_sync(RunState.load, self.s.out_dir)
+        failed = self.manifest.recent_failures(frozenset(self.s.apps),
+                                               self.s.now - FAILED_RETRY_AGE)
+        self._result.failed_retried = len(failed)
+        return Discovery(self.s, api, state, failed)
 
     async def _run_group(self, items: AsyncIterator[Pair | InvalidLine]) -> None:
         send, recv = anyio.create_memory_object_stream[Unit](self.s.concurrency)
@@ -245,20 +161,20 @@ class Run:
     def _past_deadline(self) -> bool:
         return self._deadline is not None and self._clock() >= self._deadline
 
+    def _stop(self, exc: FatalError) -> None:
+        if self._result.fatal is None:
+            self._result.fatal = exc
+            log.error("stopping the run: %s", exc.message)
+        assert self._scope is not None
+        self._scope.cancel()
+
     # -- the producer ---------------------------------------------------------------------
 
-    async def _read_sessions(self) -> AsyncIterator[Pair | InvalidLine]:
+    def _read_sessions(self) -> AsyncIterator[Pair | InvalidLine]:
         assert self.s.sessions is not None
         if self.s.sessions == "-":
-            async for item in read_live(sys.stdin.buffer):
-                yield item
-            return
-        with open_sessions(self.s.sessions) as stream:
-            it = read_pairs(stream)
-            while batch := await anyio.to_thread.run_sync(_take, it, READ_BATCH,
-                                                          abandon_on_cancel=True):
-                for item in batch:
-                    yield item
+            return read_live(sys.stdin.buffer)
+        return read_file(self.s.sessions)
 
     async def _produce(self, items: AsyncIterator[Pair | InvalidLine],
                        send: MemoryObjectSendStream[Unit]) -> None:
@@ -272,13 +188,9 @@ class Run:
                         self._invalid(item)
                         continue
                     for kind in self.s.kinds:
-                        if self._seen.add(unit_key(item.app_id, item.session_id, kind)):
+                        if self._seen.add(key_of(item.app_id, item.session_id, kind)):
                             self.stats.total = (self.stats.total or 0) + 1
-                            unit = Unit(item.app_id, item.session_id, kind)
-                            try:  # as in _work: no trip round the loop while there is room
-                                send.send_nowait(unit)
-                            except anyio.WouldBlock:
-                                await send.send(unit)
+                            await send.send(Unit(item.app_id, item.session_id, kind))
             except FatalError as exc:  # the input may call the API (discovery); disk full
                 self._stop(exc)
 
@@ -287,76 +199,47 @@ class Run:
         log.warning("SESSIONS line %d: %s", item.line, item.reason,
                     extra={"event": "invalid", "line": item.line})
         if self.s.dry_run:
-            self.stats.counts["invalid"] += 1
+            self.stats.counts[Status.INVALID] += 1
             return
         self._finish(record(app_id=item.app_id, session_id=item.session_id, kind=self.s.kinds[0],
-                            status="invalid", run_id=self.run_id, line=item.line,
+                            status=Status.INVALID, run_id=self.run_id, line=item.line,
                             error=ExportError(item.reason)))
 
     # -- the workers ----------------------------------------------------------------------
 
     async def _work(self, recv: MemoryObjectReceiveStream[Unit]) -> None:
         async with recv:
-            while True:
-                # A unit already waiting is taken at once: receive() would first go round the
-                # event loop (a checkpoint), once per unit.
-                try:
-                    unit = recv.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        unit = await recv.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
+            async for unit in recv:
                 if self._past_deadline():
                     self._result.left += 1
                     continue
                 try:
                     rec = await self._do(unit)
+                    if rec is not None:
+                        self._finish(rec)
                 except FatalError as exc:
                     self._stop(exc)
                     return
-                if rec is not None:
-                    try:
-                        self._finish(rec)
-                    except FatalError as exc:
-                        self._stop(exc)
-                        return
 
-    def _stop(self, exc: FatalError) -> None:
-        if self._result.fatal is None:
-            self._result.fatal = exc
-            log.error("stopping the run: %s", exc.message)
-        assert self._scope is not None
-        self._scope.cancel()
-
-    def _finish(self, rec: dict[str, Any]) -> None:
-        self.stats.counts[rec["status"]] += 1
-        if rec["status"] == "exported":
-            self.stats.bytes += rec["bytes"]
+    def _finish(self, rec: Record) -> None:
+        self.stats.counts[rec.status] += 1
+        if rec.status is Status.EXPORTED:
+            self.stats.bytes += rec.bytes or 0
         if not self.s.dry_run:
-            try:
-                self.manifest.append(rec)
-            except OSError as exc:
-                # A full disk: the line may be torn, and the next run tolerates that.
-                raise DiskError(f"cannot write the manifest {self.s.manifest_path}: "
-                                f"{exc.strerror}") from None
+            self.manifest.append(rec)
         self.reporter.recorded(rec)
 
-    async def _do(self, unit: Unit) -> dict[str, Any] | None:
-        rel = relative_path(unit, self.s.transcript_format)
-        final = self.s.out_dir / rel
+    async def _do(self, unit: Unit) -> Record | None:
+        rel = relative_path(unit.app_id, unit.session_id, unit.kind, self.s.transcript_format)
         prior = self.manifest.latest(unit.app_id, unit.session_id, unit.kind)
-        if prior is not None and prior.get("status") in DONE:
-            if await anyio.to_thread.run_sync(file_matches, final, prior.get("bytes"),
-                                              prior.get("sha256")):
+        if prior is not None and prior.status in DONE:
+            if await anyio.to_thread.run_sync(self._archive.intact, rel, prior.bytes,
+                                              prior.sha256):
                 if self.s.dry_run:
                     self._plan("skip", unit)
                     return None
-                return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
-                              status="skipped", run_id=self.run_id, path=rel,
-                              size=prior["bytes"], sha256=prior["sha256"])
+                return self._record(unit, Status.SKIPPED, None, path=rel, size=prior.bytes,
+                                    sha256=prior.sha256)
             # An archived file went missing or changed: worth a line of its own in the log,
             # whatever the new export's fate.
             log.warning("%s was exported by an earlier run but is missing or changed on disk; "
@@ -366,11 +249,11 @@ class Run:
         if self.s.dry_run:
             self._plan("export", unit)
             return None
-        state = _Attempts()
+        state = _UnitAttempts(what=f"{unit.app_id}/{unit.session_id} {unit.kind}")
         try:
-            stored = await self._export(unit, final, state)
+            stored = await self._export(unit, rel, state)
         except Unavailable as exc:
-            return self._record(unit, "unavailable", state, error=exc)
+            return self._record(unit, Status.UNAVAILABLE, state, error=exc)
         except FatalError:
             raise
         except ExportError as exc:
@@ -380,13 +263,15 @@ class Run:
                                "session_id": unit.session_id, "kind": unit.kind})
             # Keep naming the archived copy (path, size, SHA-256) an earlier run recorded, so
             # that `verify` goes on reporting it missing or corrupt instead of forgetting it.
-            known = prior if prior is not None and prior.get("sha256") else {}
-            return self._record(unit, "failed", state, error=exc, path=known.get("path"),
-                                size=known.get("bytes"), sha256=known.get("sha256"))
+            known = prior if prior is not None and prior.sha256 else None
+            return self._record(unit, Status.FAILED, state, error=exc,
+                                path=known.path if known else None,
+                                size=known.bytes if known else None,
+                                sha256=known.sha256 if known else None)
         log.debug("%s exported (%d bytes)", rel, stored.size,
                   extra={"event": "exported", "app_id": unit.app_id,
                          "session_id": unit.session_id, "kind": unit.kind})
-        return self._record(unit, "exported", state, path=rel, size=stored.size,
+        return self._record(unit, Status.EXPORTED, state, path=rel, size=stored.size,
                             sha256=stored.sha256)
 
     def _plan(self, what: str, unit: Unit) -> None:
@@ -397,18 +282,18 @@ class Run:
                   extra={"event": "plan", "app_id": unit.app_id,
                          "session_id": unit.session_id, "kind": unit.kind})
 
-    def _record(self, unit: Unit, status: str, state: _Attempts, *,
+    def _record(self, unit: Unit, status: Status, state: Attempts | None, *,
                 error: ExportError | None = None, path: str | None = None,
-                size: int | None = None, sha256: str | None = None) -> dict[str, Any]:
+                size: int | None = None, sha256: str | None = None) -> Record:
         return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
-                      status=status, run_id=self.run_id, attempts=state.http, error=error,
-                      path=path, size=size, sha256=sha256)
+                      status=status, run_id=self.run_id, attempts=state.http if state else 0,
+                      error=error, path=path, size=size, sha256=sha256)
 
-    async def _export(self, unit: Unit, final: Path, state: _Attempts) -> Stored:
-        return await with_retries(lambda: self._attempt(unit, final, state), self.s.retry,
-                                  state, self._count_retry)
+    async def _export(self, unit: Unit, rel: str, state: _UnitAttempts) -> Stored:
+        return await with_retries(lambda: self._attempt(unit, rel, state), self.s.retry,
+                                  state, self._retry_scheduled)
 
-    async def _attempt(self, unit: Unit, final: Path, state: _Attempts) -> Stored:
+    async def _attempt(self, unit: Unit, rel: str, state: _UnitAttempts) -> Stored:
         assert self._api is not None and self._dl is not None
         # A URL is asked for just before its download; one in hand is reused only while it
         # has life left, but a freshly issued one is used at once, however short its life.
@@ -422,10 +307,16 @@ class Run:
         link, state.fresh = state.link, False
         state.http += 1
         try:
-            return await self._dl.fetch(link, final)
+            return await self._dl.fetch(link, rel)
         except LinkExpired:
             state.link = None
             raise
 
-    def _count_retry(self) -> None:
+    def _retry_scheduled(self, details: RetryDetails) -> None:
+        """The one hook for every retry of the run: a log line, and counts by kind."""
         self.stats.retries += 1
+        self.stats.retries_by_kind[details.kind] += 1
+        log.info("retry %d of %s in %.1f s after %s: %s", details.retry_number, details.what,
+                 details.wait, details.kind, details.message,
+                 extra={"event": "retry_scheduled", "kind": details.kind,
+                        "wait": round(details.wait, 3)})

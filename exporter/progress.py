@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from exporter.stats import Stats
 
+if TYPE_CHECKING:
+    from exporter.config import Rate
+    from exporter.manifest import Record
+    from exporter.report import Output
+
 log = logging.getLogger("exporter.progress")
 
 STATUS_EVERY = 30.0  # seconds between status lines when not on a terminal
+
+
+class Reporter(Protocol):
+    """What the pipeline tells the outside (progress display, periodic log lines)."""
+
+    def recorded(self, rec: Record) -> None: ...
+
+    async def run(self, stats: Stats) -> None: ...
+
+
+class QuietReporter:
+    def recorded(self, rec: Record) -> None:
+        return None
+
+    async def run(self, stats: Stats) -> None:
+        await anyio.sleep_forever()
 
 
 def status_line(stats: Stats, elapsed: float) -> str:
@@ -32,7 +54,7 @@ class LogReporter:
     def __init__(self, every: float = STATUS_EVERY) -> None:
         self.every = every
 
-    def recorded(self, rec: dict[str, Any]) -> None:
+    def recorded(self, rec: Record) -> None:
         return None
 
     async def run(self, stats: Stats) -> None:
@@ -49,7 +71,7 @@ class RichReporter:
     def __init__(self, rate_per_second: float) -> None:
         self.rate_per_second = rate_per_second
 
-    def recorded(self, rec: dict[str, Any]) -> None:
+    def recorded(self, rec: Record) -> None:
         return None
 
     async def run(self, stats: Stats) -> None:
@@ -75,3 +97,10 @@ class RichReporter:
                     await anyio.sleep(0.25)
             finally:
                 bar.update(task, completed=sum(stats.counts.values()), total=stats.total)
+
+
+def reporter_for(output: Output, rate: Rate) -> Reporter:
+    """The live display on a terminal (or when asked for), plain lines otherwise."""
+    if output.progress == "always" or (output.progress == "auto" and sys.stderr.isatty()):
+        return RichReporter(rate.requests / rate.seconds)
+    return LogReporter()

@@ -1,15 +1,30 @@
-"""The end of a run, told three ways: a human summary, a JSON object, Prometheus metrics."""
+"""The end of a run, told four ways: a human summary, a JSON object, Prometheus metrics, and
+for --dry-run the plan. `Output` says which of them a run asked for."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.pipeline import RunResult
+from exporter.archive import write_atomic
+from exporter.config import Settings
+from exporter.stats import RunResult
+from exporter.times import rfc3339
+
+STATUSES = ("exported", "skipped", "failed", "invalid", "unavailable")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What a run reports besides its manifest: the live display, and the end-of-run files."""
+
+    progress: str = "auto"  # auto (a terminal only), always, never
+    summary_json: str | None = None  # a path, or "-" for standard output
+    metrics_file: str | None = None
 
 
 def summary_dict(result: RunResult, exit_code: int) -> dict[str, Any]:
@@ -23,6 +38,10 @@ def summary_dict(result: RunResult, exit_code: int) -> dict[str, Any]:
         "rate_limited": s.rate_limited,
         "url_refreshes": s.url_refreshes,
         "retries": s.retries,
+        "retries_by_kind": dict(sorted(s.retries_by_kind.items())),
+        "paused_seconds": round(s.paused_seconds, 3),
+        "budget_wait_seconds": round(s.budget_wait_seconds, 3),
+        "damaged_manifest_lines": s.damaged_lines,
         "pairs_per_second": round(done / result.seconds, 3) if result.seconds > 0 else 0.0,
         "run_id": result.run_id,
         "exit_code": exit_code,
@@ -32,64 +51,66 @@ def summary_dict(result: RunResult, exit_code: int) -> dict[str, Any]:
 def summary_text(result: RunResult) -> str:
     s = result.stats
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "nothing to do"
-    return (f"{counts}; {_size(s.bytes)} in {result.seconds:.1f} s; {s.api_requests} API "
+    text = (f"{counts}; {_size(s.bytes)} in {result.seconds:.1f} s; {s.api_requests} API "
             f"requests, {s.rate_limited} rate-limited (429), {s.url_refreshes} URL refreshes, "
             f"{s.retries} retries")
+    if s.retries_by_kind:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(s.retries_by_kind.items())) + ")"
+    if s.paused_seconds or s.budget_wait_seconds:
+        text += (f"; waited {s.paused_seconds:.0f} s in 429 pauses, "
+                 f"{s.budget_wait_seconds:.0f} s for the budget")
+    if s.damaged_lines:
+        text += f"; {s.damaged_lines} damaged manifest line(s) passed over"
+    return text
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n} B"  # pragma: no cover
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Named like a download's temporary file (download.is_temp_name), so that one left in DIR
-    # by a kill is removed by the next run and ignored by verify.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".rtk-export-{path.name}.",
-                               suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def write_metrics(path: Path, result: RunResult, exit_code: int) -> None:
+    """node_exporter textfile format, replaced atomically by prometheus_client; the last
+    success is carried over from the file it replaces."""
+    # Imported here: a run that writes no metrics does not pay for the import at start-up.
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-
-def metrics_text(result: RunResult, exit_code: int, previous_success: float | None) -> str:
-    """node_exporter textfile format; the last success is carried over from the last file."""
     s = result.stats
     now = time.time()
-    last_success = now if exit_code == 0 else previous_success
-    out = [
-        "# HELP rtk_export_pairs Manifest lines written by the last run, by status.",
-        "# TYPE rtk_export_pairs gauge",
-    ]
-    for status in ("exported", "skipped", "failed", "invalid", "unavailable"):
-        out.append(f'rtk_export_pairs{{status="{status}"}} {s.counts.get(status, 0)}')
-    gauges = [
-        ("rtk_export_bytes", "Bytes stored by the last run.", s.bytes),
-        ("rtk_export_api_requests", "API requests made by the last run.", s.api_requests),
-        ("rtk_export_rate_limited", "HTTP 429 answers received by the last run.",
-         s.rate_limited),
-        ("rtk_export_duration_seconds", "Wall time of the last run.", round(result.seconds, 3)),
-        ("rtk_export_last_run_timestamp_seconds", "When the last run ended.", round(now, 3)),
-    ]
+    last_success = now if exit_code == 0 else previous_success(path)
+    registry = CollectorRegistry()
+
+    def gauge(name: str, help_text: str, value: float) -> None:
+        Gauge(name, help_text, registry=registry).set(value)
+
+    pairs = Gauge("rtk_export_pairs", "Manifest lines written by the last run, by status.",
+                  ["status"], registry=registry)
+    for status in STATUSES:
+        pairs.labels(status=status).set(s.counts.get(status, 0))
+    gauge("rtk_export_bytes", "Bytes stored by the last run.", s.bytes)
+    gauge("rtk_export_api_requests", "API requests made by the last run.", s.api_requests)
+    gauge("rtk_export_rate_limited", "HTTP 429 answers received by the last run.",
+          s.rate_limited)
+    retries = Gauge("rtk_export_retries", "Retries scheduled by the last run, by error kind.",
+                    ["kind"], registry=registry)
+    for kind, n in sorted(s.retries_by_kind.items()):
+        retries.labels(kind=kind).set(n)
+    gauge("rtk_export_paused_seconds", "Seconds the last run spent in 429 pauses.",
+          round(s.paused_seconds, 3))
+    gauge("rtk_export_budget_wait_seconds",
+          "Seconds the last run was held back by its --rate budget.",
+          round(s.budget_wait_seconds, 3))
+    gauge("rtk_export_duration_seconds", "Wall time of the last run.", round(result.seconds, 3))
+    gauge("rtk_export_last_run_timestamp_seconds", "When the last run ended.", round(now, 3))
     if last_success is not None:
-        gauges.append(("rtk_export_last_success_timestamp_seconds",
-                       "When a run last ended with exit code 0.", round(last_success, 3)))
-    gauges.append(("rtk_export_exit_code", "Exit code of the last run.", exit_code))
-    for name, help_text, value in gauges:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
-    return "\n".join(out) + "\n"
+        gauge("rtk_export_last_success_timestamp_seconds",
+              "When a run last ended with exit code 0.", round(last_success, 3))
+    gauge("rtk_export_exit_code", "Exit code of the last run.", exit_code)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
 
 
 def previous_success(path: Path) -> float | None:
@@ -109,9 +130,46 @@ def previous_success(path: Path) -> float | None:
 def write_summary_json(dest: str, doc: dict[str, Any]) -> None:
     text = json.dumps(doc, sort_keys=False) + "\n"
     if dest == "-":
-        import sys
-
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
         write_atomic(Path(dest), text)
+
+
+def write_reports(output: Output, result: RunResult, code: int) -> None:
+    """--summary-json and --metrics-file; OSError for the caller to report."""
+    if output.summary_json:
+        write_summary_json(output.summary_json, summary_dict(result, code))
+    if output.metrics_file:
+        write_metrics(Path(output.metrics_file), result, code)
+
+
+def plan_text(settings: Settings, result: RunResult) -> str:
+    """--dry-run: units to export and skip by kind, invalid lines, requests, time at --rate."""
+    plan = result.plan
+
+    def by_kind(what: str) -> str:
+        parts = [f"{k} {plan[f'{what}:{k}']}" for k in settings.kinds if plan.get(f"{what}:{k}")]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    needed, made = plan.get("export", 0), result.stats.api_requests
+    per_second = settings.rate.requests / settings.rate.seconds
+    eta = max(0.0, (made + needed - settings.rate.requests) / per_second)
+    lines = [f"plan: {needed} to export{by_kind('export')}, {plan.get('skip', 0)} to skip"
+             f"{by_kind('skip')} (already exported, intact), {result.invalid_lines} invalid "
+             "line(s)"]
+    for app, r in result.apps.items():
+        lines.append(f"  app {app}: sessions started in [{rfc3339(r.since)}, "
+                     f"{rfc3339(r.until)}): {r.listed} listed in {r.pages} page(s), "
+                     f"{r.ended} ENDED (breakout rooms included), {r.live} LIVE (not "
+                     f"exported, remembered), {r.looked_up} remembered LIVE looked up"
+                     + ("" if r.complete else "; LISTING INCOMPLETE"))
+    if result.failed_retried:
+        lines.append(f"  {result.failed_retried} pair(s) that failed in the last 7 days "
+                     "retried whatever the window")
+    made_text = f"{made} made to list sessions, " if settings.apps else ""
+    lines.append(f"API requests: {made_text}at least {needed} to export (one URL per unit; "
+                 "retries and expired URLs add more)")
+    lines.append(f"estimated time at --rate {settings.rate}: about {eta:.0f} s"
+                 + (" (within the burst)" if eta == 0 else ""))
+    return "\n".join(lines)

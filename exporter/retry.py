@@ -1,55 +1,76 @@
-"""The retry policy in one place: what is retried, how often, and how long between attempts.
+"""The retry policy in one place: what is retried, how often, how long between attempts, and
+the one hook that hears of every retry scheduled.
 
-Shared by the export of each unit and by the listing of sessions, so that both spend the same
-budget the same way: 429s pause every request and never count, expired links need a fresh URL.
+Shared by the export of each unit and by the API's listing and lookups, so that both spend the
+same budget the same way: 429s pause every request and never count, expired links need a fresh
+URL. Each piece of work keeps an `Attempts` value with its history (urllib3's `Retry.history`);
+the hook receives a frozen `RetryDetails` (stamina's instrumentation), to log and count it.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from exporter.config import RetryPolicy
-from exporter.errors import LinkExpired, RateLimited, TransientError
+from exporter.errors import ExportError, LinkExpired, RateLimited, TransientError
 
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class Tally:
-    """Failed attempts of one piece of work, counted by what went wrong."""
+@dataclass(frozen=True, slots=True)
+class RetryDetails:
+    """One retry about to be waited for: of what, after which error, how long."""
 
+    what: str  # "app1/s1 chat", "listing app1": for the log line
+    kind: str  # the error's kind (ExportError.kind): what the retry is counted under
+    message: str  # the error's safe message
+    retry_number: int  # 1 for the first retry of this piece of work
+    wait: float  # seconds before the next attempt
+
+
+RetryHook = Callable[[RetryDetails], None]
+
+
+@dataclass(slots=True)
+class Attempts:
+    """The attempts of one piece of work: failures by what went wrong, HTTP requests spent
+    (the manifest's `attempts`), and every retry scheduled."""
+
+    what: str = ""
     failures: int = 0
     refreshes: int = 0
     rate_limited: int = 0
+    http: int = 0
+    history: list[RetryDetails] = field(default_factory=list)
 
 
-def give_up(policy: RetryPolicy, tally: Tally, exc: BaseException | None) -> bool:
+def give_up(policy: RetryPolicy, attempts: Attempts, exc: BaseException | None) -> bool:
     if isinstance(exc, RateLimited):
         # The pacer holds every request for the Retry-After; the work is not to blame.
-        tally.rate_limited += 1
+        attempts.rate_limited += 1
         return False
     if isinstance(exc, LinkExpired):
-        tally.refreshes += 1
-        return tally.refreshes > policy.max_link_refreshes
-    tally.failures += 1
-    return tally.failures >= policy.max_attempts
+        attempts.refreshes += 1
+        return attempts.refreshes > policy.max_link_refreshes
+    attempts.failures += 1
+    return attempts.failures >= policy.max_attempts
 
 
-def backoff(policy: RetryPolicy, tally: Tally, exc: BaseException | None) -> float:
+def backoff(policy: RetryPolicy, attempts: Attempts, exc: BaseException | None) -> float:
     """Exponential back-off with jitter, at least a Retry-After (bounded); 0 for 429/expiry.
 
     Called before `give_up` counts the failure (tenacity's order: wait, then stop), so
-    `tally.failures` is the number of failures before this one: 0 for the first.
+    `attempts.failures` is the number of failures before this one: 0 for the first.
     """
     if isinstance(exc, RateLimited | LinkExpired):
         return 0.0
-    wait = min(policy.initial_backoff * 2.0 ** tally.failures, policy.max_backoff)
+    wait = min(policy.initial_backoff * 2.0 ** attempts.failures, policy.max_backoff)
     wait *= 1 - 0.5 * random.random()  # noqa: S311 - jitter, not security
     if isinstance(exc, TransientError) and exc.retry_after is not None:
         wait = max(wait, min(exc.retry_after, policy.max_retry_after))
@@ -61,30 +82,30 @@ def _exception(rs: RetryCallState) -> BaseException | None:
 
 
 async def with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy,
-                       tally: Tally | None = None,
-                       on_retry: Callable[[], None] | None = None,
+                       attempts: Attempts | None = None, on_retry: RetryHook | None = None,
                        sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> T:
     """Await `attempt()` until it succeeds, a non-transient error, or the policy gives up.
 
     The real last error is re-raised, never tenacity's RetryError: it is what gets recorded.
     """
-    tally = tally if tally is not None else Tally()
-    # Nearly every pair succeeds at once, and setting tenacity up cost a few per cent of the
-    # CPU per pair: the first attempt runs bare, followed by what tenacity would do after it.
-    try:
-        return await attempt()
-    except TransientError as exc:
-        wait = backoff(policy, tally, exc)
-        if give_up(policy, tally, exc):
-            raise
-    if on_retry is not None:
-        on_retry()
-    await sleep(wait)
+    state = attempts if attempts is not None else Attempts()
+
+    def scheduled(rs: RetryCallState) -> None:
+        exc = _exception(rs)
+        details = RetryDetails(
+            what=state.what, kind=exc.kind if isinstance(exc, ExportError) else "error",
+            message=exc.message if isinstance(exc, ExportError) else type(exc).__name__,
+            retry_number=len(state.history) + 1,
+            wait=rs.next_action.sleep if rs.next_action else 0.0)
+        state.history.append(details)
+        if on_retry is not None:
+            on_retry(details)
+
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(TransientError),
-        stop=lambda rs: give_up(policy, tally, _exception(rs)),
-        wait=lambda rs: backoff(policy, tally, _exception(rs)),
-        before_sleep=(lambda rs: on_retry()) if on_retry is not None else None,
+        stop=lambda rs: give_up(policy, state, _exception(rs)),
+        wait=lambda rs: backoff(policy, state, _exception(rs)),
+        before_sleep=scheduled,
         sleep=sleep,
         reraise=True,
     )

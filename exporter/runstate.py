@@ -6,31 +6,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.report import write_atomic
+from exporter.archive import STATE_NAME, write_atomic
+from exporter.times import parse_rfc3339, rfc3339
 
 log = logging.getLogger(__name__)
 
-STATE_NAME = ".rtk-export-state.json"
 VERSION = 1
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_rfc3339(text: object) -> datetime | None:
-    """An aware datetime from RFC 3339 text, or None if it is not one."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 @dataclass(slots=True)

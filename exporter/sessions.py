@@ -1,16 +1,20 @@
-"""SESSIONS lines -> Pair | InvalidLine, lazily and in constant memory.
-
-Pure: reads only the binary stream it is given. De-duplication is the pipeline's (see keyset).
-"""
+"""SESSIONS lines -> Pair | InvalidLine, lazily and in constant memory (pure: reads only the
+stream it is given), and the readers of a file and of a pipe. De-duplication is the
+pipeline's (see keyset)."""
 
 from __future__ import annotations
 
 import re
+import select
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import BinaryIO
+
+import anyio
+import anyio.lowlevel
 
 # Longest physical line, terminator excluded. Real lines are under 250 bytes; a longer one is
 # garbage (a binary file, a minified dump) and is skipped without ever being held whole.
@@ -32,6 +36,7 @@ _SKIP_CHUNK = 64 * 1024
 _SHOW = 80  # longest excerpt of a bad value quoted in a reason
 _KEEP = 64  # longest field kept on an InvalidLine for the manifest
 _TWO_FIELDS = "expected 2 fields (APP_ID SESSION_ID)"
+READ_BATCH = 512  # SESSIONS lines read per trip to a worker thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,15 @@ class Pair:
     app_id: str
     session_id: str
     line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One (pair, kind): what is exported, paced, retried and recorded as one."""
+
+    app_id: str
+    session_id: str
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +184,70 @@ def _kept(fields: list[str], index: int) -> str | None:
     if index >= len(fields):
         return None
     return fields[index][:_KEEP] or None
+
+
+def _take(it: Iterator[Pair | InvalidLine], n: int) -> list[Pair | InvalidLine]:
+    out = []
+    for item in it:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+async def read_file(path: str) -> AsyncIterator[Pair | InvalidLine]:
+    """The items of a SESSIONS file, read a batch at a time in a worker thread."""
+    with open_sessions(path) as stream:
+        it = read_pairs(stream)
+        while batch := await anyio.to_thread.run_sync(_take, it, READ_BATCH,
+                                                      abandon_on_cancel=True):
+            for item in batch:
+                yield item
+
+
+async def read_live(stream: BinaryIO) -> AsyncIterator[Pair | InvalidLine]:
+    """Pairs from a pipe, each as soon as its line arrives.
+
+    A daemon thread reads, so that a pipe left open by the writer can neither hold back the
+    pairs already written (it hands over what it has whenever the pipe runs dry) nor keep the
+    process alive after a signal (anyio's worker threads are joined at exit).
+    """
+    send, recv = anyio.create_memory_object_stream[list[Pair | InvalidLine]](4)
+    token = anyio.lowlevel.current_token()
+    failure: list[BaseException] = []
+
+    def hand_over(batch: list[Pair | InvalidLine]) -> None:
+        anyio.from_thread.run(send.send, batch, token=token)
+
+    def pump() -> None:
+        try:
+            batch: list[Pair | InvalidLine] = []
+            for item in read_pairs(stream):
+                batch.append(item)
+                if len(batch) >= READ_BATCH or not _more_waiting(stream):
+                    hand_over(batch)
+                    batch = []
+            if batch:
+                hand_over(batch)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
+            return
+        except Exception as exc:  # handed to the reading task, which raises it
+            failure.append(exc)
+        with suppress(anyio.RunFinishedError):
+            anyio.from_thread.run_sync(send.close, token=token)
+
+    threading.Thread(target=pump, name="rtk-export-stdin", daemon=True).start()
+    async with recv:
+        async for batch in recv:
+            for item in batch:
+                yield item
+    if failure:
+        raise failure[0]
+
+
+def _more_waiting(stream: BinaryIO) -> bool:
+    """Whether reading on would not block: bytes (or EOF) wait in the pipe."""
+    try:
+        return bool(select.select([stream.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):  # not a real file: it never blocks
+        return True

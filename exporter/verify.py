@@ -14,8 +14,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from exporter.archive import MANIFEST_NAME, file_matches, is_ours
 from exporter.keyset import KeySet, key_of
-from exporter.manifest import Manifest, file_matches
+from exporter.manifest import Manifest
 
 log = logging.getLogger("exporter.verify")
 
@@ -42,13 +43,13 @@ def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) ->
         # Any line's path is "named" (an older line may name a file the last one does not,
         # e.g. after a change of --transcript-format); only last lines are checked.
         for rec in manifest.iter_lines():
-            if isinstance(rec.get("path"), str):
-                named.add(key_of(rec["path"]))
+            if rec.path is not None:
+                named.add(key_of(rec.path))
         for rec in manifest.iter_latest():
-            rel = rec.get("path")
+            rel = rec.path
             # Every last line that records a stored file, whatever its status: a `failed`
             # re-export of a file that went missing still names the copy that was archived.
-            if not isinstance(rel, str) or not rec.get("sha256"):
+            if rel is None or not rec.sha256:
                 continue
             found.checked += 1
             path = out_dir / rel
@@ -57,7 +58,7 @@ def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) ->
                 found.corrupt.append(rel)
             elif not path.is_file():
                 found.missing.append(rel)
-            elif file_matches(path, rec.get("bytes"), rec.get("sha256")):
+            elif file_matches(path, rec.bytes, rec.sha256):
                 found.intact += 1
             else:
                 found.corrupt.append(rel)
@@ -67,7 +68,7 @@ def verify(out_dir: Path, manifest_path: Path, *, on_progress: object = None) ->
         manifest.close()
     manifest_abs = manifest_path.resolve()
     for path in _files(out_dir):
-        if path.name.startswith(".rtk-export") or path.resolve() == manifest_abs:
+        if is_ours(path.name) or path.resolve() == manifest_abs:
             continue
         rel = path.relative_to(out_dir).as_posix()
         if key_of(rel) not in named:
@@ -103,7 +104,7 @@ def main(argv: Sequence[str]) -> int:
 
     logs.setup()
     out = Path(args.dir)
-    manifest = Path(args.manifest) if args.manifest else out / "manifest.jsonl"
+    manifest = Path(args.manifest) if args.manifest else out / MANIFEST_NAME
     if not out.is_dir():
         print(f"rtk-export verify: no such directory: {out}", file=sys.stderr)
         return 2

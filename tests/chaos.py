@@ -14,11 +14,11 @@ from typing import Any
 
 import anyio
 
+from exporter.archive import is_temp_name
 from exporter.config import Rate, RetryPolicy, Timeouts
-from exporter.download import is_temp_name
 from exporter.ratelimit import Pacer
 from exporter.standin import FaultRates, run_standin
-from tests.conftest import (
+from tests.helpers import (
     export,
     make_settings,
     manifest_lines,

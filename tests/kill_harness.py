@@ -16,8 +16,8 @@ import signal
 import sys
 from typing import Any
 
-from exporter import cli, download, writer
-from exporter.manifest import Manifest
+from exporter import cli, writer
+from exporter.manifest import Manifest, Record
 
 POINTS = ("mid-download", "before-rename", "after-rename", "mid-manifest-line",
           "after-manifest-line", "bug-in-client")
@@ -47,9 +47,8 @@ def plant(point: str, n: int) -> None:
                 _die()
             real_write_all(fd, data)
 
-        # Bodies held in memory are written by the writer's threads, larger ones as they come.
-        writer.write_all = write_all  # type: ignore[assignment]
-        download.write_all = write_all  # type: ignore[assignment]
+        # Every body is written by a thread of the writer's, held ones and spilled ones alike.
+        writer.write_all = write_all
     elif point in ("before-rename", "after-rename"):
         real_replace = os.replace
 
@@ -65,11 +64,11 @@ def plant(point: str, n: int) -> None:
     elif point in ("mid-manifest-line", "after-manifest-line"):
         real_append = Manifest.append
 
-        def append(self: Manifest, rec: dict[str, Any]) -> None:
+        def append(self: Manifest, rec: Record) -> None:
             if countdown.hit():
                 if point == "mid-manifest-line":
                     assert self._out is not None
-                    self._out.write(b'{"app_id":"' + rec["app_id"].encode() + b'","sess')
+                    self._out.write(b'{"app_id":"' + (rec.app_id or "").encode() + b'","sess')
                     self._out.flush()
                     _die()
                 real_append(self, rec)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import build_parser
 from exporter.lock import DirLock
+from exporter.options import build_parser
 from exporter.standin import StandinConfig, standin_in_thread
-from tests.conftest import (
+from tests.helpers import (
     ACCOUNT,
     ROOT,
     TOKEN,

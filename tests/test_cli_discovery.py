@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.discovery import parse_when
-from exporter.runstate import STATE_NAME
+from exporter.archive import STATE_NAME
 from exporter.standin import SessionSpec, StandinConfig, StandinServer, standin_in_thread
-from tests.conftest import ACCOUNT, TOKEN, cli_env, manifest_lines, run_cli, write_sessions
+from exporter.times import parse_when
+from tests.helpers import ACCOUNT, TOKEN, cli_env, manifest_lines, run_cli, write_sessions
 
 NOW = datetime.now(UTC)
 CATALOGUE = (

@@ -6,18 +6,14 @@ import json
 
 import pytest
 
-from exporter.client import (
-    error_from_answer,
-    link_from_answer,
-    parse_expiry,
-    parse_retry_after,
-)
+from exporter.client import error_from_answer, link_from_answer
 from exporter.errors import (
     AuthError,
     PermanentError,
     RateLimited,
     TransientError,
 )
+from exporter.http import parse_expiry, parse_retry_after
 from exporter.urls import download_url_problem, redact
 
 V4 = json.dumps({"success": False, "errors": [{"code": 7003, "message": "No route"}],

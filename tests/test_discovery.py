@@ -4,6 +4,7 @@ sessions remembered, failed pairs retried. "Now" is injected; nothing sleeps."""
 from __future__ import annotations
 
 import json
+import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,16 +13,21 @@ from typing import Any
 import anyio
 import pytest
 
-from exporter import discovery as discovery_module
-from exporter.cli import discovery_exit_code
+from exporter.archive import STATE_NAME
+from exporter.cli import exit_code
+from exporter.client import ApiClient
 from exporter.config import RetryPolicy
-from exporter.discovery import Discovery, export_discovered, failed_pairs, parse_when
-from exporter.pipeline import Run, RunResult
-from exporter.runstate import STATE_NAME, RunState
+from exporter.discovery import Discovery
+from exporter.errors import DiskError
+from exporter.keyset import key_of
+from exporter.manifest import Manifest, Record
+from exporter.ratelimit import Pacer
+from exporter.runstate import RunState
 from exporter.sessions import Pair
 from exporter.standin import CannedResponse, SessionSpec, StandinServer
-from exporter.stats import Stats
-from tests.conftest import make_settings, manifest_lines
+from exporter.stats import RunResult, Stats
+from exporter.times import parse_when
+from tests.helpers import export, make_settings, manifest_lines
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 H, D = timedelta(hours=1), timedelta(days=1)
@@ -33,8 +39,8 @@ class KillAfter:
     def __init__(self, n: int, scope: anyio.CancelScope) -> None:
         self.n, self.scope = n, scope
 
-    def recorded(self, rec: dict[str, Any]) -> None:
-        if rec["status"] == "exported":
+    def recorded(self, rec: Record) -> None:
+        if rec.status == "exported":
             self.n -= 1
             if self.n == 0:
                 self.scope.cancel()
@@ -45,21 +51,20 @@ class KillAfter:
 
 async def discover(server: StandinServer, out: Path, *, now: datetime = NOW,
                    apps: tuple[str, ...] = ("app1",), kill_after: int | None = None,
-                   **kw: Any) -> tuple[RunResult | None, Discovery, int | None]:
-    """One discovery run as the command line does it: run, exit code, state committed."""
-    settings = make_settings(server, out, apps=apps, **kw)
+                   since: str | None = None, until: str | None = None,
+                   **kw: Any) -> tuple[RunResult | None, RunResult | None, int | None]:
+    """One discovery run as the command line makes it: pipeline.export and its exit code
+    (the state is committed by the run itself). WHEN texts are parsed against `now`, as the
+    command line does; the result comes back twice (it holds discovery's reports)."""
+    settings = make_settings(server, out, apps=apps, now=now,
+                             since=parse_when(since, now) if since else None,
+                             until=parse_when(until, now) if until else None, **kw)
     with anyio.CancelScope() as scope:
         reporter = KillAfter(kill_after, scope) if kill_after else None
-        run = Run(settings, handle_signals=False, reporter=reporter)
-        disc = Discovery(settings, pacer=run.pacer, stats=run.stats,
-                         state=RunState.load(out), now=now)
-        result = await export_discovered(run, disc)
+        result = await export(settings, reporter=reporter)
     if scope.cancelled_caught:
-        return None, disc, None  # killed: nothing after this point happens
-    code = discovery_exit_code(result, disc)
-    if not settings.dry_run:
-        disc.commit(code)
-    return result, disc, code
+        return None, None, None  # killed: nothing after this point happens
+    return result, result, exit_code(result)
 
 
 def listings(server: StandinServer, app: str = "app1") -> list[dict[str, str]]:
@@ -132,15 +137,14 @@ async def test_every_page_is_followed_and_no_more(standin, tmp_path: Path,  # ty
                                                   monkeypatch: pytest.MonkeyPatch, n: int,
                                                   omit_paging: bool, requests: int) -> None:
     """Pages are followed to the end, with or without paging fields, and not one too far."""
-    monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
     async with standin(sessions=ended(n), omit_paging=omit_paging) as server:
-        result, disc, code = await discover(server, tmp_path / "out")
+        result, disc, code = await discover(server, tmp_path / "out", per_page=5)
         pages = listings(server)
     assert code == 0 and result is not None
     assert [q["page_no"] for q in pages] == [str(i) for i in range(1, requests + 1)]
     assert all(q["per_page"] == "5" for q in pages)
     assert result.stats.counts == ({"exported": n} if n else {})
-    assert disc.reports["app1"].complete
+    assert disc.apps["app1"].complete
     assert state(tmp_path / "out")["apps"]["app1"]["last_run"] is not None
 
 
@@ -156,9 +160,8 @@ async def test_a_silent_cap_without_paging_fields_is_learnt(  # type: ignore[no-
         standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without paging fields, a short first page is checked with page 2: a server that caps
     per_page silently is then paged at its own size, to the end."""
-    monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
     async with standin(sessions=ended(8), max_per_page=3, omit_paging=True) as server:
-        result, _, code = await discover(server, tmp_path / "out")
+        result, _, code = await discover(server, tmp_path / "out", per_page=5)
         assert [q["page_no"] for q in listings(server)] == ["1", "2", "3"]
     assert code == 0 and result is not None and result.stats.counts == {"exported": 8}
 
@@ -166,24 +169,22 @@ async def test_a_silent_cap_without_paging_fields_is_learnt(  # type: ignore[no-
 async def test_a_short_first_page_repeated_is_not_an_error(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A server ignoring page_no, with everything on a short first page, misses nothing."""
-    monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
     page = {"success": True, "data": {"sessions": [s.to_json("org") for s in ended(2)]}}
     async with standin(sessions=ended(2)) as server:
         server.script(server.api_path("app1"), *[CannedResponse(200, body=page)] * 3)
-        result, disc, code = await discover(server, tmp_path / "out")
+        result, disc, code = await discover(server, tmp_path / "out", per_page=5)
         assert len(listings(server)) == 2
     assert code == 0 and result is not None and result.stats.counts == {"exported": 2}
-    assert disc.reports["app1"].complete
+    assert disc.apps["app1"].complete
 
 
 async def test_a_failing_page_is_retried_like_any_request(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A listing request answered 503, then dropped, is retried; nothing is missed."""
-    monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
     async with standin(sessions=ended(8)) as server:
         server.script(server.api_path("app1"), CannedResponse(503),
                       CannedResponse(action="drop"))
-        result, _, code = await discover(server, tmp_path / "out")
+        result, _, code = await discover(server, tmp_path / "out", per_page=5)
         pages = [q["page_no"] for q in listings(server)]
     assert code == 0 and result is not None
     assert pages == ["1", "1", "1", "2"]
@@ -208,7 +209,7 @@ async def test_a_listing_that_gives_up_exits_1_and_keeps_last_run(standin, tmp_p
                                             retry=RetryPolicy.immediate(max_attempts=3))
     assert code == 1 and result is not None
     assert result.stats.counts == {"exported": 2}
-    assert not disc.reports["app1"].complete and disc.reports["app2"].complete
+    assert not disc.apps["app1"].complete and disc.apps["app2"].complete
     apps = state(tmp_path / "out")["apps"]
     assert apps["app1"]["last_run"] is None and apps["app2"]["last_run"] is not None
 
@@ -216,23 +217,21 @@ async def test_a_listing_that_gives_up_exits_1_and_keeps_last_run(standin, tmp_p
 async def test_a_server_ignoring_page_no_does_not_loop(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Pages that repeat the previous one stop the listing (exit 1) instead of looping."""
-    monkeypatch.setattr(discovery_module, "PER_PAGE", 2)
     page = {"success": True, "paging": {"total_count": 50},
             "data": {"sessions": [s.to_json("org") for s in ended(2)]}}
     async with standin(sessions=ended(2)) as server:
         server.script(server.api_path("app1"), *[CannedResponse(200, body=page)] * 5)
-        result, disc, code = await discover(server, tmp_path / "out")
+        result, disc, code = await discover(server, tmp_path / "out", per_page=2)
         assert len(listings(server)) == 2
     assert code == 1 and result is not None and result.stats.counts == {"exported": 2}
-    assert disc.reports["app1"].problems == 1
+    assert disc.apps["app1"].problems == 1
 
 
 async def test_downloads_start_before_the_last_page_is_listed(  # type: ignore[no-untyped-def]
         standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pairs flow into the export as pages arrive: the first download precedes the last page."""
-    monkeypatch.setattr(discovery_module, "PER_PAGE", 5)
     async with standin(sessions=ended(40)) as server:
-        result, _, code = await discover(server, tmp_path / "out", concurrency=1)
+        result, _, code = await discover(server, tmp_path / "out", per_page=5, concurrency=1)
         records = server.state.records()
     assert code == 0 and result is not None and result.stats.counts == {"exported": 40}
     first_download = next(i for i, r in enumerate(records) if r.route == "download")
@@ -311,7 +310,7 @@ async def test_a_remembered_session_that_is_gone_is_forgotten(standin, tmp_path:
     st.save()
     async with standin(sessions=ended(1), accept_any=False) as server:
         _, disc, code = await discover(server, out)
-    assert code == 0 and disc.reports["app1"].looked_up == 1
+    assert code == 0 and disc.apps["app1"].looked_up == 1
     assert state(out)["apps"]["app1"]["live"] == []
 
 
@@ -347,11 +346,16 @@ def test_failed_pairs_reads_only_the_latest_recent_line(tmp_path: Path) -> None:
     lines = [("a", "s1", "chat", "failed", new), ("a", "s1", "chat", "exported", new),
              ("a", "s2", "chat", "exported", new), ("a", "s2", "summary", "failed", new),
              ("a", "s3", "chat", "failed", old), ("b", "s4", "chat", "failed", new)]
+    stored = {"bytes": 1, "sha256": "ab" * 32}  # what an exported line always has
     manifest.write_text("".join(json.dumps({"app_id": a, "session_id": s, "kind": k,
-                                            "status": st, "finished_at": t}) + "\n"
+                                            "status": st, "finished_at": t,
+                                            **(stored if st == "exported" else {})}) + "\n"
                                 for a, s, k, st, t in lines) + "garbage\n")
-    got = failed_pairs(manifest, frozenset({"a"}), datetime(2026, 11, 20, tzinfo=UTC))
+    m = Manifest(manifest)
+    m.load()  # the same single pass that builds the index
+    got = m.recent_failures(frozenset({"a"}), datetime(2026, 11, 20, tzinfo=UTC))
     assert got == [Pair("a", "s2", 0)]
+    assert m.index.get(key_of("a", "s1", "chat")) is not None
 
 
 # ------------------------------------------------------------------- three days of cron runs
@@ -423,13 +427,21 @@ async def test_a_run_cut_short_adds_live_sessions_but_moves_nothing_else(
     st.save()
     sessions = (SessionSpec("app1", "was-live", NOW - H),
                 SessionSpec("app1", "now-live", NOW - H, status="LIVE"))
+    # A run that ends so: the outcome the exit code is read from, and the commit it makes.
+    result = RunResult(run_id="r", stats=Stats())
+    if code == 2:
+        result.fatal = DiskError("disk full")
+    elif code == 3:
+        result.left = 1
+    else:
+        result.stopped_by = {130: signal.SIGINT, 143: signal.SIGTERM}[code]
+    assert exit_code(result) == code and not result.whole
     async with standin(sessions=sessions, accept_any=False) as server:
-        settings = make_settings(server, out, apps=("app1",))
-        run = Run(settings, handle_signals=False)
-        disc = Discovery(settings, pacer=run.pacer, stats=run.stats, state=RunState.load(out),
-                         now=NOW)
-        await export_discovered(run, disc)
-    disc.commit(code)
+        settings = make_settings(server, out, apps=("app1",), now=NOW)
+        async with ApiClient(settings, Pacer(settings.rate), Stats()) as api:
+            disc = Discovery(settings, api, RunState.load(out), failed=[])
+            assert {p.session_id async for p in disc.pairs()} == {"was-live"}  # looked up, listed
+    disc.commit(result.whole)
     assert state(out)["apps"]["app1"] == {"last_run": None, "live": ["now-live", "was-live"]}
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.download import IN_MEMORY
 from exporter.standin import StandinConfig, StandinServer, standin_in_thread
-from tests.conftest import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, write_sessions
+from exporter.writer import IN_MEMORY
+from tests.helpers import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, write_sessions
 
 
 def file_size_limit(limit: int) -> Callable[[], None]:
@@ -150,7 +150,7 @@ async def test_a_folder_that_cannot_be_synced_at_the_end_fails_the_run(
     from exporter import writer
     from exporter.errors import DiskError
     from exporter.standin import run_standin
-    from tests.conftest import export, make_settings, manifest_lines, standin_config
+    from tests.helpers import export, make_settings, manifest_lines, standin_config
 
     def failing_sync(folder: str) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Rate, RetryPolicy
-from exporter.download import IN_MEMORY
 from exporter.ratelimit import Pacer
 from exporter.standin import CannedResponse, FaultRates, StandinServer
-from tests.conftest import (
+from exporter.writer import IN_MEMORY
+from tests.fakes import FakeClock
+from tests.helpers import (
     TOKEN,
     export,
     leftovers,
@@ -20,7 +21,6 @@ from tests.conftest import (
     pairs,
     write_sessions,
 )
-from tests.fakes import FakeClock
 
 KEYS = {"app_id", "session_id", "kind", "status", "path", "bytes", "sha256", "attempts",
         "error", "finished_at", "run_id"}
@@ -290,8 +290,7 @@ def test_an_interrupted_atomic_write_leaves_a_name_the_next_run_removes(tmp_path
     """write_atomic's temporary name is one remove_stale_temps knows (state file, metrics)."""
     from unittest import mock
 
-    from exporter.download import remove_stale_temps
-    from exporter.report import write_atomic
+    from exporter.archive import remove_stale_temps, write_atomic
 
     with mock.patch("os.replace", side_effect=KeyboardInterrupt), \
             mock.patch("os.unlink"), pytest.raises(KeyboardInterrupt):

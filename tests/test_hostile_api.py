@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from exporter.config import RetryPolicy
-from exporter.download import IN_MEMORY
 from exporter.standin import CannedResponse, StandinServer
-from tests.conftest import TOKEN, export, leftovers, make_settings, manifest_lines, write_sessions
+from exporter.writer import IN_MEMORY
+from tests.helpers import TOKEN, export, leftovers, make_settings, manifest_lines, write_sessions
 
 HTML_502 = ("<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad "
             "Gateway</h1></center><hr><center>nginx</center></body></html>")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter.standin import StandinServer
-from tests.conftest import export, make_settings, manifest_lines
+from tests.helpers import export, make_settings, manifest_lines
 
 ESCAPES = [
     "../.. s1", "a1 ../../etc/passwd", "a1 ..", "a1 .", ".. s1", "a1/.. s1", "a1 s1/../../x",

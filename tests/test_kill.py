@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from exporter.standin import FaultRates, StandinConfig, StandinServer, standin_in_thread
-from tests.conftest import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, write_sessions
+from tests.helpers import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, write_sessions
 
 N = 40
 # Slow downloads stretch a run to about a second, so that random kills land inside it.

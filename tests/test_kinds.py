@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.standin import CannedResponse, SessionSpec
-from tests.conftest import export, make_settings, manifest_lines, write_sessions
+from tests.helpers import export, make_settings, manifest_lines, write_sessions
 from tests.test_discovery import NOW, discover
 
 KINDS = ("chat", "transcript", "summary")

@@ -12,10 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.errors import PermanentError
-from exporter.manifest import Manifest, record, rfc3339_utc
+from exporter.manifest import Manifest, Record, record
+from exporter.times import rfc3339_utc
 
 
-def rec(app: str, sid: str, status: str = "exported", kind: str = "chat") -> dict[str, object]:
+def rec(app: str, sid: str, status: str = "exported", kind: str = "chat") -> Record:
     return record(app_id=app, session_id=sid, kind=kind, status=status, run_id="r1",
                   attempts=2, path=f"{app}/{sid}.csv", size=10, sha256="ab" * 32)
 
@@ -41,8 +42,8 @@ def test_the_last_line_of_a_unit_wins(tmp_path: Path) -> None:
     m.close()
     loaded = Manifest(path)
     loaded.load()
-    assert loaded.latest("a", "s1", "chat")["status"] == "exported"  # type: ignore[index]
-    assert loaded.latest("a", "s1", "summary")["status"] == "unavailable"  # type: ignore[index]
+    assert loaded.latest("a", "s1", "chat").status == "exported"  # type: ignore[union-attr]
+    assert loaded.latest("a", "s1", "summary").status == "unavailable"  # type: ignore[union-attr]
     assert loaded.latest("a", "s2", "chat") is None
     loaded.close()
 
@@ -51,7 +52,7 @@ def test_a_torn_last_line_is_ignored_and_not_glued_to_the_next(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A line cut by kill -9 is reported with its number; the next run starts a fresh line."""
     path = tmp_path / "m.jsonl"
-    good = json.dumps(rec("a", "s1"))
+    good = json.dumps(rec("a", "s1").to_json())
     path.write_text(good + "\n" + good[:40])
     m = Manifest(path)
     with caplog.at_level(logging.WARNING):
@@ -68,8 +69,8 @@ def test_garbage_and_unknown_status_are_reported_by_line(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A garbage line and an unknown status are named by line number; the run goes on."""
     path = tmp_path / "m.jsonl"
-    odd = dict(rec("a", "s2"), status="archived?")
-    path.write_text("\n".join([json.dumps(rec("a", "s1")), "{not json", json.dumps(odd),
+    odd = dict(rec("a", "s2").to_json(), status="archived?")
+    path.write_text("\n".join([json.dumps(rec("a", "s1").to_json()), "{not json", json.dumps(odd),
                                json.dumps({"hello": 1})]) + "\n")
     m = Manifest(path)
     with caplog.at_level(logging.WARNING):
@@ -88,15 +89,15 @@ def test_error_records_hold_kind_message_and_status(tmp_path: Path) -> None:
     """A failed unit's `error` is {kind, message, http_status}."""
     r = record(app_id="a", session_id="s", kind="chat", status="failed", run_id="r",
                error=PermanentError("HTTP 404: Session not found", http_status=404))
-    assert r["error"] == {"kind": "permanent", "message": "HTTP 404: Session not found",
+    assert r.error == {"kind": "permanent", "message": "HTTP 404: Session not found",
                           "http_status": 404}
-    assert r["path"] is None and r["bytes"] is None and r["sha256"] is None
+    assert r.path is None and r.bytes is None and r.sha256 is None
 
 
 
 @given(st.lists(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False), max_size=20))
 def test_timestamps_are_rfc3339_utc_to_the_millisecond(times: list[float]) -> None:
-    """rfc3339_utc (one strftime per second, cached) agrees with datetime for any sequence of
+    """rfc3339_utc agrees with datetime for any sequence of
     times, repeated seconds and jumps back included."""
     for when in [*times, *times]:
         expected = datetime.fromtimestamp(when, UTC)

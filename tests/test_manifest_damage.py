@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter.standin import StandinServer
-from tests.conftest import export, make_settings, manifest_lines, pairs, write_sessions
+from tests.helpers import export, make_settings, manifest_lines, pairs, write_sessions
 
 
 async def first_run(server: StandinServer, tmp_path: Path, n: int = 6) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.standin import FaultRates, StandinConfig, standin_in_thread
-from tests.conftest import (
+from tests.helpers import (
     ACCOUNT,
     TOKEN,
     cli_env,
@@ -108,7 +108,7 @@ def test_kill_9_mid_discovery_then_rerun_loses_nothing(tmp_path: Path) -> None:
     import json
     from datetime import UTC, datetime, timedelta
 
-    from exporter.runstate import STATE_NAME
+    from exporter.archive import STATE_NAME
     from exporter.standin import SessionSpec
 
     now = datetime.now(UTC)

@@ -6,7 +6,7 @@ import pytest
 
 from exporter.config import RetryPolicy
 from exporter.errors import LinkExpired, PermanentError, RateLimited, TransientError
-from exporter.retry import Tally, with_retries
+from exporter.retry import Attempts, RetryDetails, with_retries
 
 POLICY = RetryPolicy(max_attempts=4, initial_backoff=1.0, max_backoff=5.0, max_retry_after=60)
 
@@ -30,16 +30,16 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-async def run(script: Script, policy: RetryPolicy = POLICY) -> tuple[str, Sleeps, Tally, int]:
-    sleeps, tally, retries = Sleeps(), Tally(), []
-    result = await with_retries(script, policy, tally, lambda: retries.append(1), sleep=sleeps)
+async def run(script: Script, policy: RetryPolicy = POLICY) -> tuple[str, Sleeps, Attempts, int]:
+    sleeps, tally, retries = Sleeps(), Attempts(), list[RetryDetails]()
+    result = await with_retries(script, policy, tally, retries.append, sleep=sleeps)
     return result, sleeps, tally, len(retries)
 
 
 async def test_success_at_once_waits_for_nothing() -> None:
     """The first attempt's result is returned, with no wait and no retry counted."""
     result, sleeps, tally, retries = await run(Script())
-    assert (result, list(sleeps), tally, retries) == ("done", [], Tally(), 0)
+    assert (result, list(sleeps), tally, retries) == ("done", [], Attempts(), 0)
 
 
 async def test_waits_double_with_jitter_and_stop_at_the_cap() -> None:

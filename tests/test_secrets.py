@@ -20,7 +20,7 @@ from exporter.standin import (
     standin_in_thread,
 )
 from tests.chaos import CHAOS_FAULTS
-from tests.conftest import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
+from tests.helpers import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
 
 ECHO = f"Bad request: header Authorization: Bearer {TOKEN} is not allowed here"
 SIGNATURE = re.compile(r"X-Amz-Signature=([0-9a-f]{64})")

@@ -13,7 +13,7 @@ import pytest
 
 from exporter.config import Rate, RetryPolicy, Settings, Timeouts
 from exporter.standin import CannedResponse, StandinServer
-from tests.conftest import (
+from tests.helpers import (
     ACCOUNT,
     TOKEN,
     export,

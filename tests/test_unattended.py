@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.progress import LogReporter
 from exporter.standin import CannedResponse, FaultRates, StandinConfig, standin_in_thread
-from tests.conftest import (
+from tests.helpers import (
     ACCOUNT,
     ROOT,
     TOKEN,

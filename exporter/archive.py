@@ -1,0 +1,174 @@
+"""The archive in a folder: every name and byte the program keeps in DIR (final and temporary
+names, "is it ours", stale clean-up, atomic placing, folder sync, the write probe, and the
+names of the manifest, the state and the lock).
+
+`FolderArchive` is the seam where a second destination (object storage) plugs in.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import os
+import secrets
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+
+from exporter.errors import DiskError
+from exporter.writer import FileWriter, Spool
+
+OURS = ".rtk-export"  # every file of the program's own in DIR starts so
+TMP_PREFIX = f"{OURS}-"
+TMP_SUFFIX = ".part"
+MANIFEST_NAME = "manifest.jsonl"
+STATE_NAME = f"{OURS}-state.json"
+LOCK_NAME = f"{OURS}.lock"
+
+# Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.EIO}
+
+# Unique per process and file without a getrandom() call per file: a random tag drawn once,
+# then a counter.
+_TAG = secrets.token_hex(4)
+_SERIAL = itertools.count()
+
+
+def relative_path(app_id: str, session_id: str, kind: str, transcript_format: str) -> str:
+    """Where a unit's file lives, relative to DIR (the spec's layout)."""
+    name = {
+        "chat": f"{session_id}.csv",
+        "transcript": f"{session_id}.transcript.{transcript_format}",
+        "summary": f"{session_id}.summary.txt",
+    }[kind]
+    return f"{app_id}/{name}"
+
+
+def temp_name(final: str) -> str:
+    folder, name = os.path.split(final)
+    return os.path.join(folder, f"{TMP_PREFIX}{name}.{_TAG}{next(_SERIAL):x}{TMP_SUFFIX}")
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)
+
+
+def is_ours(name: str) -> bool:
+    """A file of the program's own (lock, state, temporary files), not an archived one."""
+    return name.startswith(OURS)
+
+
+def remove_stale_temps(out_dir: Path) -> int:
+    """Remove temporary files a killed run left in DIR and its app folders; how many."""
+    removed = 0
+    if not out_dir.is_dir():
+        return 0
+    for top in os.scandir(out_dir):
+        entries = [top]
+        if top.is_dir(follow_symlinks=False):
+            entries = list(os.scandir(top.path))
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and is_temp_name(entry.name):
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text`, whole or not at all (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Named like a download's temporary file, so that one left in DIR by a kill is removed by
+    # the next run and ignored by verify.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.",
+                               suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def probe_writable(folder: Path) -> None:
+    """Create `folder` if missing and write a file in it: OSError if either fails.
+
+    By writing, not by asking os.access(): that says yes to root whatever the modes, and
+    knows nothing of read-only bind mounts or file systems that refuse new files.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    # Named like a temporary file, so a run killed right here leaves nothing the next run
+    # does not clean up.
+    fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe-", suffix=TMP_SUFFIX, dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def file_matches(path: Path | str, size: object, sha256: object) -> bool:
+    """The file is there with exactly the recorded size and SHA-256 (blocking: use a thread)."""
+    if not isinstance(size, int) or not isinstance(sha256, str):
+        return False
+    try:
+        if os.stat(path).st_size != size:
+            return False
+        # file_digest reads into one reused buffer: a fresh 1 MiB read() per small file left
+        # the allocator fragmented enough to grow RSS with the number of files verified.
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256")
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256
+
+
+def disk_error(exc: OSError, path: str | Path) -> DiskError | None:
+    """The DiskError (stop the run) that an OSError of a write means, or None."""
+    if exc.errno in _DISK_ERRNOS:
+        return DiskError(f"cannot write {path}: {os.strerror(exc.errno or 0)}")
+    return None
+
+
+class FolderArchive:
+    """DIR as the run's destination: bodies spooled and placed atomically by writer threads,
+    folders synced at the end."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self._root = os.fspath(out_dir)
+        self._writer = FileWriter()
+
+    async def __aenter__(self) -> FolderArchive:
+        await self._writer.__aenter__()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._writer.__aexit__(et, e, tb)
+
+    def remove_stale(self) -> int:
+        return remove_stale_temps(self.out_dir)
+
+    def intact(self, rel: str, size: object, sha256: object) -> bool:
+        """The archived copy of `rel` is there as recorded (blocking: use a thread)."""
+        return file_matches(os.path.join(self._root, rel), size, sha256)
+
+    def spool(self, rel: str) -> Spool:
+        # Plain strings: a Path per temporary name and folder cost a few per cent of the CPU
+        # per pair.
+        final = os.path.join(self._root, rel)
+        return Spool(self._writer, temp_name(final), final)
+
+    @property
+    def folder_error(self) -> DiskError | None:
+        """Set once closed, if a folder could not be synced at the end."""
+        if self._writer.folder_error is None:
+            return None
+        folder, exc = self._writer.folder_error
+        return DiskError(f"cannot sync the folder {folder}: {exc.strerror or exc}")
