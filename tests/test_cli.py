@@ -36,7 +36,7 @@ def test_readme_shows_the_current_help() -> None:
     assert build_parser().format_help() in readme
 
 
-def test_a_full_export_through_the_command(live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_full_export_through_the_command(live, tmp_path: Path) -> None:
     """`python -m exporter SESSIONS --out DIR` exports, exits 0 and prints nothing on stdout."""
     sessions = write_sessions(tmp_path / "s.txt", pairs(8))
     out = tmp_path / "out"
@@ -47,7 +47,7 @@ def test_a_full_export_through_the_command(live, tmp_path: Path) -> None:  # typ
     assert len(manifest_lines(out / "manifest.jsonl")) == 8
 
 
-def test_sessions_from_stdin(live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_from_stdin(live, tmp_path: Path) -> None:
     """`-` reads the pairs from standard input."""
     out = tmp_path / "out"
     proc = run_cli(["-", "--out", str(out)], cli_env(live.base_url), input="a1 s1\na1 s2\n")
@@ -78,7 +78,7 @@ def test_sessions_from_stdin(live, tmp_path: Path) -> None:  # type: ignore[no-u
     (["--app", "a1", "--out", "O", "--since", "2999-01-01"], None, "window is empty"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_line_before_any_request(
-        live, tmp_path: Path, args: list[str], env_drop: str | None, words: str) -> None:  # type: ignore[no-untyped-def]
+        live, tmp_path: Path, args: list[str], env_drop: str | None, words: str) -> None:
     """Each bad argument or missing setting gives exit 2 and names the value; nothing is sent."""
     write_sessions(tmp_path / "S", pairs(2))
     (tmp_path / "FILE").write_text("not a folder")
@@ -140,7 +140,7 @@ def test_failed_and_invalid_give_exit_1_and_summary_json(tmp_path: Path) -> None
                         "url_refreshes", "retries", "pairs_per_second", "run_id", "exit_code"}
 
 
-def test_the_token_appears_in_no_output(live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_appears_in_no_output(live, tmp_path: Path) -> None:
     """With verbose and JSON logs, neither the token nor a presigned query is printed."""
     sessions = write_sessions(tmp_path / "s.txt", pairs(5))
     out = tmp_path / "out"
@@ -153,7 +153,7 @@ def test_the_token_appears_in_no_output(live, tmp_path: Path) -> None:  # type: 
         assert "X-Amz-Signature" not in text
 
 
-def test_a_second_run_on_a_locked_dir_exits_75_naming_the_holder(live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_run_on_a_locked_dir_exits_75_naming_the_holder(live, tmp_path: Path) -> None:
     """While DIR is locked, another run exits 75 at once and names the holder's pid."""
     import os
 

@@ -133,7 +133,7 @@ def test_bad_when_is_refused_naming_it(text: str, words: str) -> None:
     (0, False, 1),  # an app with no session in the window
     (0, True, 1),
 ])
-async def test_every_page_is_followed_and_no_more(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+async def test_every_page_is_followed_and_no_more(standin, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch, n: int,
                                                   omit_paging: bool, requests: int) -> None:
     """Pages are followed to the end, with or without paging fields, and not one too far."""
@@ -148,7 +148,7 @@ async def test_every_page_is_followed_and_no_more(standin, tmp_path: Path,  # ty
     assert state(tmp_path / "out")["apps"]["app1"]["last_run"] is not None
 
 
-async def test_a_server_capping_per_page_is_paged_by_total_count(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_server_capping_per_page_is_paged_by_total_count(standin, tmp_path: Path) -> None:
     """A server that silently serves fewer per page than asked is paged on until total_count."""
     async with standin(sessions=ended(23), max_per_page=10) as server:
         result, _, code = await discover(server, tmp_path / "out")
@@ -156,7 +156,7 @@ async def test_a_server_capping_per_page_is_paged_by_total_count(standin, tmp_pa
     assert code == 0 and result is not None and result.stats.counts == {"exported": 23}
 
 
-async def test_a_silent_cap_without_paging_fields_is_learnt(  # type: ignore[no-untyped-def]
+async def test_a_silent_cap_without_paging_fields_is_learnt(
         standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without paging fields, a short first page is checked with page 2: a server that caps
     per_page silently is then paged at its own size, to the end."""
@@ -166,7 +166,7 @@ async def test_a_silent_cap_without_paging_fields_is_learnt(  # type: ignore[no-
     assert code == 0 and result is not None and result.stats.counts == {"exported": 8}
 
 
-async def test_a_short_first_page_repeated_is_not_an_error(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+async def test_a_short_first_page_repeated_is_not_an_error(standin, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A server ignoring page_no, with everything on a short first page, misses nothing."""
     page = {"success": True, "data": {"sessions": [s.to_json("org") for s in ended(2)]}}
@@ -178,7 +178,7 @@ async def test_a_short_first_page_repeated_is_not_an_error(standin, tmp_path: Pa
     assert disc.apps["app1"].complete
 
 
-async def test_a_failing_page_is_retried_like_any_request(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+async def test_a_failing_page_is_retried_like_any_request(standin, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A listing request answered 503, then dropped, is retried; nothing is missed."""
     async with standin(sessions=ended(8)) as server:
@@ -191,7 +191,7 @@ async def test_a_failing_page_is_retried_like_any_request(standin, tmp_path: Pat
     assert result.stats.retries == 2 and result.stats.counts == {"exported": 8}
 
 
-async def test_a_429_on_a_listing_pauses_and_fails_nothing(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_429_on_a_listing_pauses_and_fails_nothing(standin, tmp_path: Path) -> None:
     """A 429 on a listing request goes through the shared pacer and the shared retry policy."""
     async with standin(sessions=ended(3)) as server:
         server.script(server.api_path("app1"), CannedResponse(429, headers={"Retry-After": "0"}))
@@ -200,7 +200,7 @@ async def test_a_429_on_a_listing_pauses_and_fails_nothing(standin, tmp_path: Pa
     assert result.stats.rate_limited == 1 and result.stats.counts == {"exported": 3}
 
 
-async def test_a_listing_that_gives_up_exits_1_and_keeps_last_run(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_listing_that_gives_up_exits_1_and_keeps_last_run(standin, tmp_path: Path) -> None:
     """A listing that keeps failing: the other app is exported, exit 1, last-run not moved."""
     sessions = ended(2) + ended(2, app="app2")
     async with standin(sessions=sessions) as server:
@@ -214,7 +214,7 @@ async def test_a_listing_that_gives_up_exits_1_and_keeps_last_run(standin, tmp_p
     assert apps["app1"]["last_run"] is None and apps["app2"]["last_run"] is not None
 
 
-async def test_a_server_ignoring_page_no_does_not_loop(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+async def test_a_server_ignoring_page_no_does_not_loop(standin, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Pages that repeat the previous one stop the listing (exit 1) instead of looping."""
     page = {"success": True, "paging": {"total_count": 50},
@@ -227,7 +227,7 @@ async def test_a_server_ignoring_page_no_does_not_loop(standin, tmp_path: Path, 
     assert disc.apps["app1"].problems == 1
 
 
-async def test_downloads_start_before_the_last_page_is_listed(  # type: ignore[no-untyped-def]
+async def test_downloads_start_before_the_last_page_is_listed(
         standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pairs flow into the export as pages arrive: the first download precedes the last page."""
     async with standin(sessions=ended(40)) as server:
@@ -242,7 +242,7 @@ async def test_downloads_start_before_the_last_page_is_listed(  # type: ignore[n
 # --------------------------------------------------------------------------- what is listed
 
 
-async def test_the_window_is_half_open_and_sent_to_the_api(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_the_window_is_half_open_and_sent_to_the_api(standin, tmp_path: Path) -> None:
     """[since, until) by start time; start_time and end_time go to the API as RFC 3339."""
     since, until = NOW - 2 * D, NOW - D
     sessions = (SessionSpec("app1", "before", since - timedelta(seconds=1)),
@@ -258,7 +258,7 @@ async def test_the_window_is_half_open_and_sent_to_the_api(standin, tmp_path: Pa
     assert parse_when(query["end_time"], NOW) == until
 
 
-async def test_breakout_rooms_are_exported_and_live_sessions_remembered(standin,  # type: ignore[no-untyped-def]
+async def test_breakout_rooms_are_exported_and_live_sessions_remembered(standin,
                                                                         tmp_path: Path) -> None:
     """ENDED sessions and their ENDED breakout rooms are exported; LIVE ones only remembered."""
     room = SessionSpec("app1", "b-room", NOW - 5 * H)
@@ -275,7 +275,7 @@ async def test_breakout_rooms_are_exported_and_live_sessions_remembered(standin,
     assert state(out)["apps"]["app1"]["live"] == ["l-room", "live"]
 
 
-async def test_a_remembered_session_is_looked_up_in_either_shape(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_remembered_session_is_looked_up_in_either_shape(standin, tmp_path: Path) -> None:
     """A session remembered LIVE is looked up (data or data.session) until it has ENDED."""
     out = tmp_path / "out"
     old = NOW - 10 * D  # long before any window
@@ -301,7 +301,7 @@ async def test_a_remembered_session_is_looked_up_in_either_shape(standin, tmp_pa
     assert state(out)["apps"]["app1"]["live"] == []
 
 
-async def test_a_remembered_session_that_is_gone_is_forgotten(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_remembered_session_that_is_gone_is_forgotten(standin, tmp_path: Path) -> None:
     """A remembered session the API answers 404 for is dropped from the state, exit 0."""
     out = tmp_path / "out"
     out.mkdir()
@@ -314,7 +314,7 @@ async def test_a_remembered_session_that_is_gone_is_forgotten(standin, tmp_path:
     assert state(out)["apps"]["app1"]["live"] == []
 
 
-async def test_a_refused_token_while_listing_stops_the_run(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_refused_token_while_listing_stops_the_run(standin, tmp_path: Path) -> None:
     """A 401 on the listing stops the run (exit 2) after one request; last-run stays unset."""
     async with standin(token="another-token") as server:
         result, _, code = await discover(server, tmp_path / "out", apps=("app1", "app2"))
@@ -324,7 +324,7 @@ async def test_a_refused_token_while_listing_stops_the_run(standin, tmp_path: Pa
     assert state(tmp_path / "out")["apps"]["app1"]["last_run"] is None
 
 
-async def test_failed_pairs_are_retried_whatever_the_window(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_pairs_are_retried_whatever_the_window(standin, tmp_path: Path) -> None:
     """A pair whose last line is `failed` (under 7 days old) is retried by the next run even
     though the window no longer covers it; one of another app is not."""
     out = tmp_path / "out"
@@ -362,7 +362,7 @@ def test_failed_pairs_reads_only_the_latest_recent_line(tmp_path: Path) -> None:
 
 
 async def test_three_daily_runs_with_one_killed_miss_nothing_and_repeat_nothing(
-        standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        standin, tmp_path: Path) -> None:
     """Day 1 exports the last 7 days and remembers a LIVE session; day 2 is killed half-way;
     day 3 (last-run still day 1, minus 24 h) catches up. Every ENDED session started in the
     window is exported once; no file is downloaded twice; last-run moves only after whole runs."""
@@ -402,7 +402,7 @@ async def test_three_daily_runs_with_one_killed_miss_nothing_and_repeat_nothing(
     assert not list(out.rglob("*.part"))
 
 
-async def test_default_since_is_last_run_minus_24h_else_7d(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_default_since_is_last_run_minus_24h_else_7d(standin, tmp_path: Path) -> None:
     """Without --since: 7 days on the first run, then the last whole run's start minus 24 h;
     an explicit window that leaves a gap does not move last-run."""
     out = tmp_path / "out"
@@ -417,7 +417,7 @@ async def test_default_since_is_last_run_minus_24h_else_7d(standin, tmp_path: Pa
 
 @pytest.mark.parametrize("code", [2, 3, 130, 143])
 async def test_a_run_cut_short_adds_live_sessions_but_moves_nothing_else(
-        standin, tmp_path: Path, code: int) -> None:  # type: ignore[no-untyped-def]
+        standin, tmp_path: Path, code: int) -> None:
     """After exit 2, 3, 130 or 143 the LIVE sessions seen are added, but last-run stays and
     no remembered session is dropped (its pairs may not have been exported)."""
     out = tmp_path / "out"
@@ -445,7 +445,7 @@ async def test_a_run_cut_short_adds_live_sessions_but_moves_nothing_else(
     assert state(out)["apps"]["app1"] == {"last_run": None, "live": ["now-live", "was-live"]}
 
 
-async def test_dry_run_lists_but_requests_no_url_and_writes_nothing(standin,  # type: ignore[no-untyped-def]
+async def test_dry_run_lists_but_requests_no_url_and_writes_nothing(standin,
                                                                     tmp_path: Path) -> None:
     """--dry-run lists the sessions and plans per kind; no URL request, no manifest, no state."""
     out = tmp_path / "out"

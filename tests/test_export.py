@@ -50,7 +50,7 @@ async def test_every_pair_lands_byte_for_byte(server: StandinServer, tmp_path: P
 
 
 @pytest.mark.parametrize("size", [IN_MEMORY - 1, IN_MEMORY + 1, 3 * IN_MEMORY + 12345])
-async def test_bodies_either_side_of_the_in_memory_limit_land_whole(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+async def test_bodies_either_side_of_the_in_memory_limit_land_whole(standin, tmp_path: Path,
                                                                    size: int) -> None:
     """A body up to IN_MEMORY is written by the writer threads in one go; a larger one
     spills to its temporary file as it comes. Both land byte for byte, with their hash."""
@@ -169,7 +169,7 @@ async def test_retries_are_bounded_and_the_last_error_recorded(server: StandinSe
     assert "RetryError" not in failed["error"]["message"]
 
 
-async def test_a_404_fails_the_pair_without_retry(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_404_fails_the_pair_without_retry(standin, tmp_path: Path) -> None:
     """An unknown session is `failed` after one request, and the other pairs go on."""
     async with standin(accept_any=False) as server:
         sessions = write_sessions(tmp_path / "s.txt", [("a1", "nope")])
@@ -212,7 +212,7 @@ async def test_an_expired_link_is_refreshed(server: StandinServer, tmp_path: Pat
     assert (out / "a1/s1.csv").read_bytes() == server.expected_body("a1", "s1")
 
 
-async def test_a_url_born_expired_is_used_once_then_replaced(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_url_born_expired_is_used_once_then_replaced(standin, tmp_path: Path) -> None:
     """Each freshly issued URL is tried at once; after the refresh budget the pair fails."""
     async with standin(url_lifetime=0) as server:
         sessions = write_sessions(tmp_path / "s.txt", [("a1", "s1")])
@@ -229,7 +229,7 @@ async def test_a_url_born_expired_is_used_once_then_replaced(standin, tmp_path: 
 
 
 @pytest.mark.parametrize("size", [None, 2 * IN_MEMORY], ids=["held", "spilled"])
-async def test_truncated_downloads_are_retried_and_never_land(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
+async def test_truncated_downloads_are_retried_and_never_land(standin, tmp_path: Path,
                                                               size: int | None) -> None:
     """Bodies cut short of their Content-Length leave no file and are downloaded again, held
     in memory or already spilling to their temporary file when cut."""
@@ -263,8 +263,8 @@ async def test_temporary_files_of_a_killed_run_are_removed(server: StandinServer
     assert leftovers(out) == []
 
 
-async def test_a_lost_file_whose_reexport_fails_stays_visible(standin, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                              caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_a_lost_file_whose_reexport_fails_stays_visible(standin, tmp_path: Path,
+                                                              caplog) -> None:
     """A deleted archived file is logged as damaged; if its re-export fails, the failed line
     still names the archived copy, so `verify` keeps reporting it missing."""
     from exporter.verify import verify

@@ -20,7 +20,7 @@ def latest(out: Path) -> dict[tuple[str, str], dict[str, object]]:
 
 
 async def test_each_kind_lands_under_its_name_and_missing_ones_are_unavailable(
-        standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        standin, tmp_path: Path) -> None:
     """Transcript (as VTT) and summary land beside the chat; a 404 for one is `unavailable`
     with the API's message, asked once, and leaves the exit code at 0."""
     out = tmp_path / "out"
@@ -41,15 +41,15 @@ async def test_each_kind_lands_under_its_name_and_missing_ones_are_unavailable(
     assert len(lines) == 9
     gone = lines[("bare", "transcript")]
     assert gone["status"] == "unavailable" and gone["path"] is None and gone["attempts"] == 1
-    assert gone["error"]["http_status"] == 404  # type: ignore[index]
-    assert "Transcript not found" in gone["error"]["message"]  # type: ignore[index]
+    assert gone["error"]["http_status"] == 404
+    assert "Transcript not found" in gone["error"]["message"]
     assert lines[("talk", "summary")]["status"] == "unavailable"
     transcript_asks = [r for r in api if r.path.endswith("/transcript")]
     assert len(transcript_asks) == 3 and {r.query["format"] for r in transcript_asks} == {"VTT"}
     assert len(api) == 9  # one request per unit: nothing retried
 
 
-async def test_resume_and_skip_are_per_kind(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_and_skip_are_per_kind(standin, tmp_path: Path) -> None:
     """A rerun skips each intact (pair, kind) with no request, re-asks only the unavailable,
     and re-exports only the one kind whose file was deleted."""
     out = tmp_path / "out"
@@ -67,7 +67,7 @@ async def test_resume_and_skip_are_per_kind(standin, tmp_path: Path) -> None:  #
 
 
 async def test_transcripts_and_summaries_are_retried_and_refreshed_like_chat(
-        standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        standin, tmp_path: Path) -> None:
     """A 503 on a transcript URL request is retried; an expired summary URL is refreshed."""
     out = tmp_path / "out"
     sessions = write_sessions(tmp_path / "s.txt", [("a1", "full")])
@@ -86,7 +86,7 @@ async def test_transcripts_and_summaries_are_retried_and_refreshed_like_chat(
     assert lines[("full", "summary")]["attempts"] == 4
 
 
-async def test_discovery_exports_every_included_kind(standin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_discovery_exports_every_included_kind(standin, tmp_path: Path) -> None:
     """Discovered pairs get every --include kind too; unavailable ones keep exit 0."""
     out = tmp_path / "out"
     async with standin(sessions=CATALOGUE, accept_any=False) as server:

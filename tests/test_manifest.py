@@ -42,8 +42,8 @@ def test_the_last_line_of_a_unit_wins(tmp_path: Path) -> None:
     m.close()
     loaded = Manifest(path)
     loaded.load()
-    assert loaded.latest("a", "s1", "chat").status == "exported"  # type: ignore[union-attr]
-    assert loaded.latest("a", "s1", "summary").status == "unavailable"  # type: ignore[union-attr]
+    assert loaded.latest("a", "s1", "chat").status == "exported"
+    assert loaded.latest("a", "s1", "summary").status == "unavailable"
     assert loaded.latest("a", "s2", "chat") is None
     loaded.close()
 
@@ -107,3 +107,18 @@ def test_timestamps_are_rfc3339_utc_to_the_millisecond(times: list[float]) -> No
         got = datetime.fromisoformat(text.replace("Z", "+00:00"))
         # Floating point: the millisecond may come out one below datetime's rounding.
         assert 0 <= (expected - got).total_seconds() <= 0.001
+
+
+def test_recent_failures_come_from_the_loading_pass(tmp_path: Path) -> None:
+    """The failed units are collected while the index is built: asking for them reads the
+    file no more (it may be gone), and a later line of the unit cancels its failure."""
+    path = tmp_path / "m.jsonl"
+    lines = [rec("a", "s1", "failed"), rec("a", "s2", "failed"), rec("a", "s2", "exported"),
+             rec("b", "s3", "failed")]
+    path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in lines))
+    m = Manifest(path)
+    m.load()
+    path.unlink()
+    got = m.recent_failures(frozenset({"a", "b"}), datetime(2000, 1, 1, tzinfo=UTC))
+    assert sorted((p.app_id, p.session_id) for p in got) == [("a", "s1"), ("b", "s3")]
+    assert m.recent_failures(frozenset({"a"}), datetime(2999, 1, 1, tzinfo=UTC)) == []

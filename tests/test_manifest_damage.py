@@ -32,7 +32,7 @@ async def rerun(server: StandinServer, sessions: Path, out: Path,
 
 def rewrite(manifest: Path, edit: object) -> None:
     lines = manifest.read_bytes().splitlines(keepends=True)
-    manifest.write_bytes(b"".join(edit(lines)))  # type: ignore[operator]
+    manifest.write_bytes(b"".join(edit(lines)))
 
 
 async def test_a_garbage_line_in_the_middle_is_named_and_passed_over(

@@ -391,7 +391,7 @@ class _Endless(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: memoryview) -> int:
         if self._left > 0:
             n = min(len(buffer), self._left)
             buffer[:n] = b"x" * n
