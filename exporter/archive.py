@@ -16,9 +16,12 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from exporter.errors import DiskError
-from exporter.writer import FileWriter, Spool
+
+if TYPE_CHECKING:
+    from exporter.writer import Spool
 
 OURS = ".rtk-export"  # every file of the program's own in DIR starts so
 TMP_PREFIX = f"{OURS}-"
@@ -142,7 +145,12 @@ class FolderArchive:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self._root = os.fspath(out_dir)
+        # Imported here: the command line reads this module's names at start-up, and
+        # the writer's threads and anyio are 40 ms of imports a usage error need not pay.
+        from exporter.writer import FileWriter, Spool
+
         self._writer = FileWriter()
+        self._spool = Spool
 
     async def __aenter__(self) -> FolderArchive:
         await self._writer.__aenter__()
@@ -163,7 +171,7 @@ class FolderArchive:
         # Plain strings: a Path per temporary name and folder cost a few per cent of the CPU
         # per pair.
         final = os.path.join(self._root, rel)
-        return Spool(self._writer, temp_name(final), final)
+        return self._spool(self._writer, temp_name(final), final)
 
     @property
     def folder_error(self) -> DiskError | None:

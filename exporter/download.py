@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -61,33 +60,33 @@ class Downloader:
         placed = False
         try:
             with transport_errors("download failed"):
-                async with AsyncExitStack() as stack:
-                    resp = await self._send_handling_redirects(URL(link.url, encoded=True), stack)
+                resp = await self._send_handling_redirects(URL(link.url, encoded=True))
+                async with resp:
                     if resp.status != 200:
                         await self._refuse(resp, link)
                     stored = await self._receive(resp, spool)
-            await self._place(spool)
-            placed = True
-            return stored
+                    await self._place(spool)
+                    placed = True
+                    return stored
         finally:
             if not placed:
                 spool.discard()
 
-    async def _send_handling_redirects(self, url: URL,
-                                       stack: AsyncExitStack) -> aiohttp.ClientResponse:
-        """The first answer that is not a redirect; each hop is checked (https, or http to
-        loopback) before a request goes to it, which aiohttp's own following cannot do."""
+    async def _send_handling_redirects(self, url: URL) -> aiohttp.ClientResponse:
+        """The first answer that is not a redirect (the caller releases it); each hop is
+        checked (https, or http to loopback) before a request goes to it, which aiohttp's own
+        following cannot do."""
         assert self._session is not None, "use Downloader as an async context manager"
         for _ in range(MAX_REDIRECTS + 1):
-            resp = await stack.enter_async_context(self._session.get(url, allow_redirects=False))
+            resp = await self._session.get(url, allow_redirects=False)
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or not location:
                 return resp
+            resp.release()
             url = url.join(URL(location, encoded=True))
             problem = download_url_problem(str(url))
             if problem:
                 raise PermanentError(f"download redirected: {problem}", http_status=resp.status)
-            resp.release()
         raise PermanentError(f"download redirected more than {MAX_REDIRECTS} times")
 
     async def _refuse(self, resp: aiohttp.ClientResponse, link: Link) -> None:

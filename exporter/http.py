@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from types import TracebackType
 
 import aiohttp
 
@@ -105,19 +105,28 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-@contextmanager
-def transport_errors(what: str) -> Iterator[None]:
+class transport_errors:
     """aiohttp's failures as the error tree, once for every request (httpx's
     `map_httpcore_exceptions`): a body cut short is an IncompleteDownload, the rest transient.
 
-    `what` starts the message ("API request failed", "download failed").
+    `what` starts the message ("API request failed", "download failed"). A class, not a
+    @contextmanager generator: it runs twice per unit, and the generator cost shows.
     """
-    try:
-        yield
-    except aiohttp.ClientPayloadError as exc:
-        raise IncompleteDownload(f"{what}: {describe(exc)}") from None
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise TransientError(f"{what}: {describe(exc)}") from None
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            raise IncompleteDownload(f"{self.what}: {describe(exc)}") from None
+        if isinstance(exc, TimeoutError | aiohttp.ClientError):
+            raise TransientError(f"{self.what}: {describe(exc)}") from None
 
 
 async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes | None:
