@@ -22,8 +22,9 @@ from bench.common import PY, ROOT, env, median, run_measured, standin_process, w
 
 def unpack(rev: str, into: Path) -> Path:
     into.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "exporter"],
-                             check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "exporter"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -34,13 +35,20 @@ def main() -> None:
     p.add_argument("rev_b", nargs="?")
     p.add_argument("--pairs", type=int, default=5000)
     p.add_argument("--runs", type=int, default=8)
-    p.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="set in B's environment only (to compare a switch in one tree)")
+    p.add_argument(
+        "--b-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in B's environment only (to compare a switch in one tree)",
+    )
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rtk-bench-ab-"))
     try:
-        roots = {"A": unpack(args.rev, work / "a"),
-                 "B": unpack(args.rev_b, work / "b") if args.rev_b else ROOT}
+        roots = {
+            "A": unpack(args.rev, work / "a"),
+            "B": unpack(args.rev_b, work / "b") if args.rev_b else ROOT,
+        }
         sessions = write_sessions(work / "s.txt", args.pairs)
         res: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
         with standin_process() as url:
@@ -51,10 +59,26 @@ def main() -> None:
                     if name == "B":
                         e.update(kv.split("=", 1) for kv in args.b_env)
                     out = work / f"o{name}{r}"
-                    m = run_measured([PY, "-m", "exporter", str(sessions), "--out", str(out),
-                                      "--base-url", url, "--rate", "1000000/1s",
-                                      "--progress", "never", "--summary-json",
-                                      str(out / "sum.json")], environ=e, cwd=work)
+                    m = run_measured(
+                        [
+                            PY,
+                            "-m",
+                            "exporter",
+                            str(sessions),
+                            "--out",
+                            str(out),
+                            "--base-url",
+                            url,
+                            "--rate",
+                            "1000000/1s",
+                            "--progress",
+                            "never",
+                            "--summary-json",
+                            str(out / "sum.json"),
+                        ],
+                        environ=e,
+                        cwd=work,
+                    )
                     counts = json.loads((out / "sum.json").read_text())["counts"]
                     assert counts == {"exported": args.pairs}, counts
                     res[name].append((args.pairs / m.wall, m.cpu / args.pairs * 1000))
@@ -64,10 +88,11 @@ def main() -> None:
     med = {k: (median([x[0] for x in v]), median([x[1] for x in v])) for k, v in res.items()}
     for k, (pps, cpu) in med.items():
         label = args.rev if k == "A" else (args.rev_b or "working tree")
-        print(f"{k} ({label}): {pps:.0f} pairs/s, "
-              f"{cpu:.3f} CPU ms per pair")
-    print(f"B/A: pairs/s {med['B'][0] / med['A'][0]:.3f}, CPU per pair "
-          f"{med['B'][1] / med['A'][1]:.3f}")
+        print(f"{k} ({label}): {pps:.0f} pairs/s, {cpu:.3f} CPU ms per pair")
+    print(
+        f"B/A: pairs/s {med['B'][0] / med['A'][0]:.3f}, CPU per pair "
+        f"{med['B'][1] / med['A'][1]:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ async def main() -> int:
             async with sem:
                 try:
                     chat = await cf.realtime_kit.sessions.get_session_chat(
-                        session_id, account_id=args.account_id, app_id=app_id)
+                        session_id, account_id=args.account_id, app_id=app_id
+                    )
                     assert chat.data is not None
                     path = out / app_id / f"{session_id}.csv"
                     path.parent.mkdir(parents=True, exist_ok=True)

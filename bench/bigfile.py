@@ -36,7 +36,8 @@ CURL = shutil.which("curl") or "/usr/bin/curl"
 def fresh_url(base_url: str, app: str, sid: str) -> str:
     req = urllib.request.Request(
         f"{base_url}/accounts/{ACCOUNT}/realtime/kit/{app}/sessions/{sid}/chat",
-        headers={"Authorization": f"Bearer {TOKEN}"})
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     with urllib.request.urlopen(req) as resp:
         return str(json.load(resp)["data"]["chat_download_url"])
 
@@ -56,33 +57,59 @@ def main() -> None:
                     sid = f"big-{run}-{name[:4]}"
                     if name == "curl -o":
                         target = work / "curl.csv"
-                        m = run_measured([CURL, "-sS", "-o", str(target),
-                                          fresh_url(base_url, "bigapp", sid)])
+                        m = run_measured(
+                            [CURL, "-sS", "-o", str(target), fresh_url(base_url, "bigapp", sid)]
+                        )
                         size = target.stat().st_size
                         target.unlink()
                     else:
                         sessions = work / "one.txt"
                         sessions.write_text(f"bigapp {sid}\n")
                         out = work / "out"
-                        m = run_measured([PY, "-m", "exporter", str(sessions), "--out", str(out),
-                                          "--base-url", base_url, "--rate", "1000/1s",
-                                          "--progress", "never"])
+                        m = run_measured(
+                            [
+                                PY,
+                                "-m",
+                                "exporter",
+                                str(sessions),
+                                "--out",
+                                str(out),
+                                "--base-url",
+                                base_url,
+                                "--rate",
+                                "1000/1s",
+                                "--progress",
+                                "never",
+                            ]
+                        )
                         size = (out / "bigapp" / f"{sid}.csv").stat().st_size
                         shutil.rmtree(out)
                     ok = m.returncode == 0 and size == args.bytes
                     results[name].append(m)
-                    print(f"run {run + 1} {name}: rc {m.returncode}, {size} bytes "
-                          f"({'ok' if ok else 'WRONG'}), {m.wall:.2f} s, "
-                          f"{args.bytes / m.wall / 1e6:.0f} MB/s, peak RSS "
-                          f"{m.peak_rss_mb:.0f} MB; {load()}", flush=True)
+                    print(
+                        f"run {run + 1} {name}: rc {m.returncode}, {size} bytes "
+                        f"({'ok' if ok else 'WRONG'}), {m.wall:.2f} s, "
+                        f"{args.bytes / m.wall / 1e6:.0f} MB/s, peak RSS "
+                        f"{m.peak_rss_mb:.0f} MB; {load()}",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: (median([args.bytes / m.wall / 1e6 for m in v]),
-               median([m.peak_rss_mb for m in v]), median([m.cpu for m in v]))
-           for k, v in results.items()}
+    med = {
+        k: (
+            median([args.bytes / m.wall / 1e6 for m in v]),
+            median([m.peak_rss_mb for m in v]),
+            median([m.cpu for m in v]),
+        )
+        for k, v in results.items()
+    }
     print(f"\n{args.bytes} bytes over loopback, medians of {args.runs} runs; {machine()}")
-    print(table(["contender", "MB/s", "peak RSS MB", "CPU s"],
-                [[k, f"{v[0]:.0f}", f"{v[1]:.1f}", f"{v[2]:.1f}"] for k, v in med.items()]))
+    print(
+        table(
+            ["contender", "MB/s", "peak RSS MB", "CPU s"],
+            [[k, f"{v[0]:.0f}", f"{v[1]:.1f}", f"{v[2]:.1f}"] for k, v in med.items()],
+        )
+    )
     print(f"\nrtk-export / curl: {med['rtk-export'][0] / med['curl -o'][0]:.2f}x throughput")
 
 

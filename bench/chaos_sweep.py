@@ -33,10 +33,18 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=50, help="how many seeds (runs)")
     p.add_argument("--first-seed", type=int, default=1000)
     p.add_argument("--pairs", type=int, default=2000, help="pairs per run")
-    p.add_argument("--retry-after", type=float, default=0.25,
-                   help="Retry-After of injected 429s, seconds (default 0.25)")
-    p.add_argument("--grace", type=float, default=0.15,
-                   help="seconds after a 429 during which arrivals count as in flight")
+    p.add_argument(
+        "--retry-after",
+        type=float,
+        default=0.25,
+        help="Retry-After of injected 429s, seconds (default 0.25)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=0.15,
+        help="seconds after a 429 during which arrivals count as in flight",
+    )
     p.add_argument("--max-seconds", type=float, default=3600, help="start no run after this")
     p.add_argument("--run-timeout", type=float, default=600, help="a run longer is a failure")
     p.add_argument("--json", metavar="PATH", help="write the totals as JSON")
@@ -54,9 +62,16 @@ def main() -> int:
             break
         root = Path(tempfile.mkdtemp(prefix="rtk-sweep-", dir=base))
         try:
-            report = asyncio.run(chaos_run(seed, args.pairs, root, retry_after=args.retry_after,
-                                           retry_after_grace=args.grace,
-                                           timeout=args.run_timeout))
+            report = asyncio.run(
+                chaos_run(
+                    seed,
+                    args.pairs,
+                    root,
+                    retry_after=args.retry_after,
+                    retry_after_grace=args.grace,
+                    timeout=args.run_timeout,
+                )
+            )
         except TimeoutError:
             bad.append(f"seed {seed}: the run did not finish in {args.run_timeout:g} s")
             continue
@@ -64,29 +79,46 @@ def main() -> int:
             shutil.rmtree(root, ignore_errors=True)
         runs += 1
         faults.update(report.faults)
-        totals.update(pairs=report.pairs, exported=report.statuses["exported"],
-                      lost=len(report.lost), corrupt=len(report.corrupt),
-                      leftovers=len(report.leftovers), strays=len(report.strays),
-                      rate_violations=report.rate_violations,
-                      early_after_retry_after=report.early_after_retry_after,
-                      client_early=report.client_early,
-                      api_requests=report.api_requests, downloads=report.downloads,
-                      retries=report.stats["retries"])
+        totals.update(
+            pairs=report.pairs,
+            exported=report.statuses["exported"],
+            lost=len(report.lost),
+            corrupt=len(report.corrupt),
+            leftovers=len(report.leftovers),
+            strays=len(report.strays),
+            rate_violations=report.rate_violations,
+            early_after_retry_after=report.early_after_retry_after,
+            client_early=report.client_early,
+            api_requests=report.api_requests,
+            downloads=report.downloads,
+            retries=report.stats["retries"],
+        )
         if not report.ok:
-            bad.append(f"seed {seed}: lost={report.lost[:3]} corrupt={report.corrupt[:3]} "
-                       f"leftovers={report.leftovers[:3]} strays={report.strays[:3]} "
-                       f"violations={report.rate_violations} "
-                       f"early={report.early_after_retry_after} "
-                       f"client_early={report.client_early}")
+            bad.append(
+                f"seed {seed}: lost={report.lost[:3]} corrupt={report.corrupt[:3]} "
+                f"leftovers={report.leftovers[:3]} strays={report.strays[:3]} "
+                f"violations={report.rate_violations} "
+                f"early={report.early_after_retry_after} "
+                f"client_early={report.client_early}"
+            )
             print(bad[-1], file=sys.stderr, flush=True)
-        print(f"seed {seed}: {report.seconds:.1f} s, {report.statuses['exported']}/"
-              f"{report.pairs} exported, faults {sum(report.faults.values())}, "
-              f"{'ok' if report.ok else 'FAILED'}", file=sys.stderr, flush=True)
-    summary = {"runs": runs, "seconds": round(time.monotonic() - started, 1),
-               "retry_after": args.retry_after, "grace": args.grace,
-               "fault_rates": {k: v for k, v in vars(CHAOS_FAULTS).items() if v},
-               "totals": dict(totals), "faults_injected": dict(sorted(faults.items())),
-               "failures": bad}
+        print(
+            f"seed {seed}: {report.seconds:.1f} s, {report.statuses['exported']}/"
+            f"{report.pairs} exported, faults {sum(report.faults.values())}, "
+            f"{'ok' if report.ok else 'FAILED'}",
+            file=sys.stderr,
+            flush=True,
+        )
+    summary = {
+        "runs": runs,
+        "seconds": round(time.monotonic() - started, 1),
+        "retry_after": args.retry_after,
+        "grace": args.grace,
+        "fault_rates": {k: v for k, v in vars(CHAOS_FAULTS).items() if v},
+        "totals": dict(totals),
+        "faults_injected": dict(sorted(faults.items())),
+        "failures": bad,
+    }
     text = json.dumps(summary, indent=2)
     print(text)
     if args.json:

@@ -75,14 +75,18 @@ class Measured:
     stderr: str = ""
 
 
-def run_measured(cmd: Sequence[str], *, environ: dict[str, str] | None = None,
-                 timeout: float = 1800, cwd: Path = ROOT) -> Measured:
+def run_measured(
+    cmd: Sequence[str],
+    *,
+    environ: dict[str, str] | None = None,
+    timeout: float = 1800,
+    cwd: Path = ROOT,
+) -> Measured:
     """Run `cmd` as a child; its wall time, CPU seconds and peak RSS (ru_maxrss of wait4)."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-{time.time_ns()}"
     with open(f"{out_path}.out", "w+b") as out, open(f"{out_path}.err", "w+b") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=environ or env(),
-                                cwd=cwd)
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=environ or env(), cwd=cwd)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -98,8 +102,9 @@ def run_measured(cmd: Sequence[str], *, environ: dict[str, str] | None = None,
         so, se = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     for suffix in (".out", ".err"):
         os.unlink(f"{out_path}{suffix}")
-    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
-                    proc.returncode, so, se)
+    return Measured(
+        wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, so, se
+    )
 
 
 def write_sessions(path: Path, n: int, *, apps: int = 20, tag: str = "s") -> Path:
@@ -130,8 +135,10 @@ def _fmt(x: object) -> str:
 
 def machine() -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return (f"{os.cpu_count()} cores (nproc), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}, {when}")
+    return (
+        f"{os.cpu_count()} cores (nproc), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}, {when}"
+    )
 
 
 def load() -> str:

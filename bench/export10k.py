@@ -39,13 +39,34 @@ def main() -> None:
         with standin_process() as base_url:
             for run in range(args.runs):
                 out = work / f"out-{run}"
-                cmd = [PY, "-m", "exporter", str(sessions), "--out", str(out),
-                       "--base-url", base_url, "--rate", "1000000/1s", "--progress", "never",
-                       "--summary-json", str(out / "summary.json")]
+                cmd = [
+                    PY,
+                    "-m",
+                    "exporter",
+                    str(sessions),
+                    "--out",
+                    str(out),
+                    "--base-url",
+                    base_url,
+                    "--rate",
+                    "1000000/1s",
+                    "--progress",
+                    "never",
+                    "--summary-json",
+                    str(out / "summary.json"),
+                ]
                 m = run_measured(cmd)
                 doc = json.loads((out / "summary.json").read_text())
-                rows.append([run + 1, m.returncode, json.dumps(doc["counts"]), f"{m.wall:.1f}",
-                             f"{args.pairs / m.wall:.0f}", f"{m.peak_rss_mb:.0f}"])
+                rows.append(
+                    [
+                        run + 1,
+                        m.returncode,
+                        json.dumps(doc["counts"]),
+                        f"{m.wall:.1f}",
+                        f"{args.pairs / m.wall:.0f}",
+                        f"{m.peak_rss_mb:.0f}",
+                    ]
+                )
                 walls.append(m.wall)
                 rss.append(m.peak_rss_mb)
                 print(f"run {run + 1}: {load()}", flush=True)
@@ -53,11 +74,15 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.pairs} pairs, default concurrency; {machine()}")
-    print("command: CLOUDFLARE_API_TOKEN=... CLOUDFLARE_ACCOUNT_ID=... python -m exporter "
-          "SESSIONS --out DIR --base-url STANDIN --rate 1000000/1s --progress never")
+    print(
+        "command: CLOUDFLARE_API_TOKEN=... CLOUDFLARE_ACCOUNT_ID=... python -m exporter "
+        "SESSIONS --out DIR --base-url STANDIN --rate 1000000/1s --progress never"
+    )
     print(table(["run", "exit", "counts", "wall s", "pairs/s", "peak RSS MB"], rows))
-    print(f"median: {median(walls):.1f} s, {args.pairs / median(walls):.0f} pairs/s, "
-          f"peak RSS {median(rss):.0f} MB")
+    print(
+        f"median: {median(walls):.1f} s, {args.pairs / median(walls):.0f} pairs/s, "
+        f"peak RSS {median(rss):.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -25,20 +25,39 @@ TOKEN = "bench-token"
 
 
 def start_standin() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "exporter.standin", "--token", TOKEN,
-                             "--account-id", "bench"], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter.standin", "--token", TOKEN, "--account-id", "bench"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     return proc, line.split("=", 1)[1]
 
 
 def one_run(base_url: str, sessions: Path, out: Path, bar: bool) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CLOUDFLARE_API_TOKEN": TOKEN,
-           "CLOUDFLARE_ACCOUNT_ID": "bench", "CLOUDFLARE_BASE_URL": base_url,
-           "TERM": "xterm", "COLUMNS": "120"}
-    cmd = [sys.executable, "-m", "exporter", str(sessions), "--out", str(out),
-           "--rate", "1000000/1s", "--progress", "always" if bar else "never"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CLOUDFLARE_API_TOKEN": TOKEN,
+        "CLOUDFLARE_ACCOUNT_ID": "bench",
+        "CLOUDFLARE_BASE_URL": base_url,
+        "TERM": "xterm",
+        "COLUMNS": "120",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "exporter",
+        str(sessions),
+        "--out",
+        str(out),
+        "--rate",
+        "1000000/1s",
+        "--progress",
+        "always" if bar else "never",
+    ]
     start = time.monotonic()
     if bar:
         master, slave = pty.openpty()
@@ -49,8 +68,7 @@ def one_run(base_url: str, sessions: Path, out: Path, bar: bool) -> float:
         proc.wait(600)
         drained.join(10)
     else:
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         proc.wait(600)
     assert proc.returncode == 0, f"run failed with {proc.returncode}"
     return time.monotonic() - start
@@ -79,8 +97,7 @@ def main() -> None:
             sessions.write_text("".join(f"app{i % 7} s{i:07d}\n" for i in range(args.pairs)))
             for run in range(args.runs):
                 for bar in (run % 2 == 0, run % 2 != 0):  # alternate which goes first
-                    times[bar].append(one_run(base_url, sessions, Path(tmp, f"o{run}{bar}"),
-                                              bar))
+                    times[bar].append(one_run(base_url, sessions, Path(tmp, f"o{run}{bar}"), bar))
     finally:
         server.terminate()
         server.wait(10)

@@ -61,10 +61,27 @@ def export_run(pairs: int, marks: list[int], work: Path, concurrency: int) -> No
     with standin_process("--chat-rows", "1") as base_url:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [PY, "-m", "exporter", str(sessions), "--out", str(out), "--base-url", base_url,
-             "--rate", "1000000000/1s", "--concurrency", str(concurrency),
-             "--progress", "never"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=work)
+            [
+                PY,
+                "-m",
+                "exporter",
+                str(sessions),
+                "--out",
+                str(out),
+                "--base-url",
+                base_url,
+                "--rate",
+                "1000000000/1s",
+                "--concurrency",
+                str(concurrency),
+                "--progress",
+                "never",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env(),
+            cwd=work,
+        )
         lines, offset = 0, 0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -92,22 +109,28 @@ def export_run(pairs: int, marks: list[int], work: Path, concurrency: int) -> No
         fh.seek(offset)
         lines += fh.read().count(b"\n")
     code = os.waitstatus_to_exitcode(status)
-    print(f"\nexport of {pairs} pairs (1-row CSVs, concurrency {concurrency}, --rate unlimited): "
-          f"exit {code}, {lines} manifest lines, {wall:.0f} s, {pairs / wall:.0f} pairs/s, "
-          f"peak RSS (ru_maxrss) {usage.ru_maxrss / 1024:.1f} MB; {load()}")
+    print(
+        f"\nexport of {pairs} pairs (1-row CSVs, concurrency {concurrency}, --rate unlimited): "
+        f"exit {code}, {lines} manifest lines, {wall:.0f} s, {pairs / wall:.0f} pairs/s, "
+        f"peak RSS (ru_maxrss) {usage.ru_maxrss / 1024:.1f} MB; {load()}"
+    )
     rows = [[m, f"{seen[m][1]:.0f}", f"{seen[m][0] / 1024:.1f}"] for m in marks if m in seen]
     print(table(["pairs done", "at s", "RSS MB"], rows))
     done = [m for m in marks if m in seen]
     if len(done) >= 2:
         (r1, _), (r2, _) = seen[done[0]], seen[done[-1]]
         per_pair = (r2 - r1) * 1024 / (done[-1] - done[0])
-        print(f"RSS growth {done[0]} -> {done[-1]} pairs: {per_pair:.1f} bytes per pair; "
-              f"extrapolated to 1,000,000 pairs: "
-              f"{(r2 * 1024 + per_pair * (1_000_000 - done[-1])) / 2**20:.0f} MB")
+        print(
+            f"RSS growth {done[0]} -> {done[-1]} pairs: {per_pair:.1f} bytes per pair; "
+            f"extrapolated to 1,000,000 pairs: "
+            f"{(r2 * 1024 + per_pair * (1_000_000 - done[-1])) / 2**20:.0f} MB"
+        )
     # Every 10% of the run, for the README's curious reader.
     step = max(1, len(samples) // 10)
-    print("samples (s, pairs, RSS MB):",
-          ", ".join(f"({t:.0f}, {n}, {r / 1024:.0f})" for t, n, r in samples[::step]))
+    print(
+        "samples (s, pairs, RSS MB):",
+        ", ".join(f"({t:.0f}, {n}, {r / 1024:.0f})" for t, n, r in samples[::step]),
+    )
 
 
 def reader_run(lines: int, work: Path) -> None:

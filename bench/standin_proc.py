@@ -57,8 +57,9 @@ def _pool_bodies(content: Any) -> None:
         b = body(app_id, session_id, kind, fmt)
         return size(app_id, session_id, kind, fmt) if b is None else len(b)
 
-    def pooled_chunks(app_id: str, session_id: str, kind: str = "chat",
-                      fmt: str = "csv") -> Iterator[bytes]:
+    def pooled_chunks(
+        app_id: str, session_id: str, kind: str = "chat", fmt: str = "csv"
+    ) -> Iterator[bytes]:
         b = body(app_id, session_id, kind, fmt)
         if b is None:
             yield from chunks(app_id, session_id, kind, fmt)

@@ -1,6 +1,6 @@
 """Start-up: `rtk-export --help` against `python -c pass`, same interpreter, same invocation.
 
-    python -m bench.startup [--runs 10]
+python -m bench.startup [--runs 10]
 """
 
 from __future__ import annotations
@@ -29,9 +29,15 @@ def main() -> None:
             rss[name].append(m.peak_rss_mb)
     base = median(times["python -c pass"])
     print(f"median of {args.runs} runs; {machine()}")
-    print(table(["command", "ms", "over python -c pass, ms", "peak RSS MB"],
-                [[k, f"{median(v):.0f}", f"{median(v) - base:.0f}", f"{median(rss[k]):.0f}"]
-                 for k, v in times.items()]))
+    print(
+        table(
+            ["command", "ms", "over python -c pass, ms", "peak RSS MB"],
+            [
+                [k, f"{median(v):.0f}", f"{median(v) - base:.0f}", f"{median(rss[k]):.0f}"]
+                for k, v in times.items()
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,14 +32,39 @@ from bench.common import (
 
 
 def rtk_cmd(sessions: Path, out: Path, base_url: str, concurrency: int) -> list[str]:
-    return [PY, "-m", "exporter", str(sessions), "--out", str(out), "--base-url", base_url,
-            "--rate", "1000000/1s", "--concurrency", str(concurrency), "--progress", "never",
-            "--summary-json", str(out / "summary.json")]
+    return [
+        PY,
+        "-m",
+        "exporter",
+        str(sessions),
+        "--out",
+        str(out),
+        "--base-url",
+        base_url,
+        "--rate",
+        "1000000/1s",
+        "--concurrency",
+        str(concurrency),
+        "--progress",
+        "never",
+        "--summary-json",
+        str(out / "summary.json"),
+    ]
 
 
 def baseline_cmd(sessions: Path, out: Path, base_url: str, concurrency: int) -> list[str]:
-    return [PY, "bench/baseline_sdk.py", str(sessions), str(out), "--account-id", ACCOUNT,
-            "--base-url", base_url, "--concurrency", str(concurrency)]
+    return [
+        PY,
+        "bench/baseline_sdk.py",
+        str(sessions),
+        str(out),
+        "--account-id",
+        ACCOUNT,
+        "--base-url",
+        base_url,
+        "--concurrency",
+        str(concurrency),
+    ]
 
 
 def exported(name: str, m: Measured, out: Path) -> int:
@@ -77,11 +102,14 @@ def main() -> None:
                     n = exported(name, m, out)
                     results[name].append((m, n))
                     server_cpu[name].append(server)
-                    print(f"run {run + 1} {name}: {n} exported, rc {m.returncode}, "
-                          f"{m.wall:.1f} s, {args.pairs / m.wall:.0f} pairs/s, "
-                          f"{m.cpu:.1f} CPU s (stand-in {server:.1f} CPU s, busy "
-                          f"{server / m.wall * 100:.0f}% of a core), peak RSS "
-                          f"{m.peak_rss_mb:.0f} MB; {load()}", flush=True)
+                    print(
+                        f"run {run + 1} {name}: {n} exported, rc {m.returncode}, "
+                        f"{m.wall:.1f} s, {args.pairs / m.wall:.0f} pairs/s, "
+                        f"{m.cpu:.1f} CPU s (stand-in {server:.1f} CPU s, busy "
+                        f"{server / m.wall * 100:.0f}% of a core), peak RSS "
+                        f"{m.peak_rss_mb:.0f} MB; {load()}",
+                        flush=True,
+                    )
                     if m.returncode != 0 or n != args.pairs:
                         print(m.stderr[-2000:])
                     shutil.rmtree(out)
@@ -96,17 +124,44 @@ def main() -> None:
         busy = median([c / m.wall * 100 for c, (m, _) in zip(server_cpu[name], rs, strict=True)])
         own = median([m.cpu / m.wall * 100 for m, _ in rs])
         med[name] = (pps, cpu, rss)
-        rows.append([name, len(rs), f"{pps:.0f}", f"{cpu:.2f}", f"{own:.0f}%", f"{busy:.0f}%",
-                     f"{rss:.0f}", "yes" if ok else "NO"])
-    print(f"\n{args.pairs} pairs, 1-6 KB CSVs, concurrency {args.concurrency}, "
-          f"medians of {args.runs} runs; {machine()}")
-    print(table(["contender", "runs", "pairs/s", "CPU s / 1k pairs", "own CPU busy",
-                 "stand-in CPU busy", "peak RSS MB", "all exported"], rows))
+        rows.append(
+            [
+                name,
+                len(rs),
+                f"{pps:.0f}",
+                f"{cpu:.2f}",
+                f"{own:.0f}%",
+                f"{busy:.0f}%",
+                f"{rss:.0f}",
+                "yes" if ok else "NO",
+            ]
+        )
+    print(
+        f"\n{args.pairs} pairs, 1-6 KB CSVs, concurrency {args.concurrency}, "
+        f"medians of {args.runs} runs; {machine()}"
+    )
+    print(
+        table(
+            [
+                "contender",
+                "runs",
+                "pairs/s",
+                "CPU s / 1k pairs",
+                "own CPU busy",
+                "stand-in CPU busy",
+                "peak RSS MB",
+                "all exported",
+            ],
+            rows,
+        )
+    )
     print("(CPU busy: CPU seconds over wall seconds, 100% = one of the cores)")
     if len(med) == 2:
         (a_pps, a_cpu, a_rss), (b_pps, b_cpu, b_rss) = med["rtk-export"], med["baseline"]
-        print(f"\nrtk-export / baseline: {a_pps / b_pps:.2f}x pairs/s, "
-              f"{a_cpu / b_cpu:.2f}x CPU per pair, {a_rss / b_rss:.2f}x peak RSS")
+        print(
+            f"\nrtk-export / baseline: {a_pps / b_pps:.2f}x pairs/s, "
+            f"{a_cpu / b_cpu:.2f}x CPU per pair, {a_rss / b_rss:.2f}x peak RSS"
+        )
 
 
 if __name__ == "__main__":

@@ -28,18 +28,34 @@ def build(out: Path, n: int) -> None:
         body = f"id,payload\n{i},hello {i}\n".encode()
         (out / app).mkdir(parents=True, exist_ok=True)
         (out / app / f"s{i:07d}.csv").write_bytes(body)
-        lines.append(json.dumps({"app_id": app, "session_id": f"s{i:07d}", "kind": "chat",
-                                 "status": "exported", "path": f"{app}/s{i:07d}.csv",
-                                 "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(),
-                                 "attempts": 2, "error": None, "finished_at": "x",
-                                 "run_id": "bench"}))
+        lines.append(
+            json.dumps(
+                {
+                    "app_id": app,
+                    "session_id": f"s{i:07d}",
+                    "kind": "chat",
+                    "status": "exported",
+                    "path": f"{app}/s{i:07d}.csv",
+                    "bytes": len(body),
+                    "sha256": hashlib.sha256(body).hexdigest(),
+                    "attempts": 2,
+                    "error": None,
+                    "finished_at": "x",
+                    "run_id": "bench",
+                }
+            )
+        )
     (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float, int]:
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.stderr.close()  # type: ignore[union-attr]
     return usage.ru_maxrss / 1024, time.monotonic() - start, os.waitstatus_to_exitcode(status)

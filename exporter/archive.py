@@ -31,8 +31,15 @@ STATE_NAME = f"{OURS}-state.json"
 LOCK_NAME = f"{OURS}.lock"
 
 # Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                errno.EIO}
+_DISK_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+}
 
 # Unique per process and file without a getrandom() call per file: a random tag drawn once,
 # then a counter.
@@ -86,8 +93,9 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Named like a download's temporary file, so that one left in DIR by a kill is removed by
     # the next run and ignored by verify.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.",
-                               suffix=TMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -101,18 +109,35 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def probe_writable(folder: Path) -> None:
-    """Create `folder` if missing and write a file in it: OSError if either fails.
+def writable_problem(out_dir: Path, manifest: Path) -> str | None:
+    """Why DIR or the manifest cannot be written, or None: checked before any request.
 
     By writing, not by asking os.access(): that says yes to root whatever the modes, and
     knows nothing of read-only bind mounts or file systems that refuse new files.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    # Named like a temporary file, so a run killed right here leaves nothing the next run
-    # does not clean up.
-    fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe-", suffix=TMP_SUFFIX, dir=folder)
-    os.close(fd)
-    os.unlink(probe)
+    for folder in dict.fromkeys((out_dir, manifest.parent)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create {folder}: {exc.strerror}"
+        try:
+            # Named like a temporary file, so a run killed right here leaves nothing the next
+            # run does not clean up.
+            fd, probe = tempfile.mkstemp(
+                prefix=f"{TMP_PREFIX}probe-", suffix=TMP_SUFFIX, dir=folder
+            )
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return f"cannot write to {folder}: {exc.strerror}"
+    if manifest.is_dir():
+        return f"the manifest {manifest} is a directory"
+    if manifest.exists():
+        try:
+            open(manifest, "ab").close()
+        except OSError as exc:
+            return f"cannot write the manifest {manifest}: {exc.strerror}"
+    return None
 
 
 def file_matches(path: Path | str, size: object, sha256: object) -> bool:
@@ -156,8 +181,9 @@ class FolderArchive:
         await self._writer.__aenter__()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._writer.__aexit__(et, e, tb)
 
     def remove_stale(self) -> int:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from exporter.archive import MANIFEST_NAME, probe_writable
+from exporter.archive import MANIFEST_NAME, writable_problem
 from exporter.config import (
     DEFAULT_BASE_URL,
     KINDS,
@@ -22,9 +22,9 @@ from exporter.config import (
     Timeouts,
 )
 from exporter.options import build_parser
-from exporter.report import Output
+from exporter.report import Output, report_end
 from exporter.sessions import app_id_problem
-from exporter.stats import RunResult, new_run_id
+from exporter.stats import RunResult
 from exporter.times import LAST_RUN, parse_span, parse_when
 from exporter.urls import is_loopback_host
 
@@ -33,19 +33,23 @@ log = logging.getLogger("exporter")
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_CUT_SHORT, EXIT_LOCKED = 0, 1, 2, 3, 75
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
+
 class UsageError(Exception):
     """Bad arguments or environment: one clear line, exit 2, before any request."""
 
 
-def settings_from(args: argparse.Namespace, environ: dict[str, str],
-                  now: datetime | None = None) -> Settings:
+def settings_from(
+    args: argparse.Namespace, environ: dict[str, str], now: datetime | None = None
+) -> Settings:
     """Resolve arguments and environment into Settings, or raise UsageError naming the value.
     Every value is parsed here, once; WHEN against `now`, which is then the run's start."""
     now = now or datetime.now(UTC)
     token = environ.get("CLOUDFLARE_API_TOKEN", "")
     if not token:
-        raise UsageError("CLOUDFLARE_API_TOKEN is not set (the token is read from the "
-                         "environment only, never from the command line)")
+        raise UsageError(
+            "CLOUDFLARE_API_TOKEN is not set (the token is read from the "
+            "environment only, never from the command line)"
+        )
     account = args.account_id or environ.get("CLOUDFLARE_ACCOUNT_ID", "")
     if not account:
         raise UsageError("no account id: pass --account-id or set CLOUDFLARE_ACCOUNT_ID")
@@ -54,14 +58,17 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str],
         raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
     if base_url.startswith("http://") and not is_loopback_host(urlsplit(base_url).hostname):
         # The token would cross the network in clear text.
-        raise UsageError(f"--base-url must be https (plain http only to a loopback address), "
-                         f"got {base_url!r}")
+        raise UsageError(
+            f"--base-url must be https (plain http only to a loopback address), got {base_url!r}"
+        )
     apps = tuple(dict.fromkeys(args.app))
     if args.sessions is not None and apps:
         raise UsageError("SESSIONS and --app do not combine: export a list, or discover by app")
     if args.sessions is None and not apps:
-        raise UsageError("SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'; "
-                         "or discover sessions with --app APP_ID")
+        raise UsageError(
+            "SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'; "
+            "or discover sessions with --app APP_ID"
+        )
     since = until = None
     if apps:
         since, until = discovery_window(apps, args.since, args.until, now)
@@ -74,8 +81,9 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str],
             raise UsageError(f"SESSIONS file is not readable: {args.sessions}")
     for name in ("concurrency", "max_attempts"):
         if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got "
-                             f"{getattr(args, name)}")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+            )
     try:
         rate = Rate.parse(args.rate)
     except ValueError as exc:
@@ -94,18 +102,32 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str],
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
     out = Path(args.out)
     return Settings(
-        token=token, account_id=account, base_url=base_url, sessions=args.sessions,
-        apps=apps, since=since, until=until, now=now,
-        out_dir=out, manifest_path=Path(args.manifest) if args.manifest else out / MANIFEST_NAME,
-        concurrency=args.concurrency, rate=rate, retry=RetryPolicy(max_attempts=args.max_attempts),
-        timeouts=Timeouts(connect=args.connect_timeout, api=args.request_timeout,
-                          read=args.read_timeout),
-        kinds=tuple(dict.fromkeys(kinds)), transcript_format=args.transcript_format,
-        dry_run=args.dry_run, max_duration=max_duration)
+        token=token,
+        account_id=account,
+        base_url=base_url,
+        sessions=args.sessions,
+        apps=apps,
+        since=since,
+        until=until,
+        now=now,
+        out_dir=out,
+        manifest_path=Path(args.manifest) if args.manifest else out / MANIFEST_NAME,
+        concurrency=args.concurrency,
+        rate=rate,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        timeouts=Timeouts(
+            connect=args.connect_timeout, api=args.request_timeout, read=args.read_timeout
+        ),
+        kinds=tuple(dict.fromkeys(kinds)),
+        transcript_format=args.transcript_format,
+        dry_run=args.dry_run,
+        max_duration=max_duration,
+    )
 
 
-def discovery_window(apps: tuple[str, ...], since: str | None, until: str | None,
-                     now: datetime) -> tuple[datetime | None, datetime | None]:
+def discovery_window(
+    apps: tuple[str, ...], since: str | None, until: str | None, now: datetime
+) -> tuple[datetime | None, datetime | None]:
     """App ids as SESSIONS checks them; WHEN texts parsed; a window that is not empty."""
     for app in apps:
         if problem := app_id_problem(app):
@@ -122,30 +144,10 @@ def discovery_window(apps: tuple[str, ...], since: str | None, until: str | None
         raise UsageError("--until last-run means nothing: last-run is a --since")
     start, end = moments["since"], moments["until"]
     if start is not None and start >= (end or now):
-        raise UsageError(f"--since {since} is not before --until {until or 'now'}: the window "
-                         "is empty")
+        raise UsageError(
+            f"--since {since} is not before --until {until or 'now'}: the window is empty"
+        )
     return start, end
-
-
-def check_writable(settings: Settings) -> None:
-    """Fail before any request if DIR or the manifest cannot be written."""
-    for folder in dict.fromkeys((settings.out_dir, settings.manifest_path.parent)):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {folder}: {exc.strerror}") from None
-        try:
-            probe_writable(folder)
-        except OSError as exc:
-            raise UsageError(f"cannot write to {folder}: {exc.strerror}") from None
-    m = settings.manifest_path
-    if m.is_dir():
-        raise UsageError(f"the manifest {m} is a directory")
-    if m.exists():
-        try:
-            open(m, "ab").close()
-        except OSError as exc:
-            raise UsageError(f"cannot write the manifest {m}: {exc.strerror}") from None
 
 
 def exit_code(result: RunResult) -> int:
@@ -211,11 +213,13 @@ def _main(argv: list[str]) -> int:
     from exporter import logs
 
     logs.setup(args.log_format, args.verbose)
-    output = Output(progress=args.progress, summary_json=args.summary_json,
-                    metrics_file=args.metrics_file)
+    output = Output(
+        progress=args.progress, summary_json=args.summary_json, metrics_file=args.metrics_file
+    )
     try:
         settings = settings_from(args, dict(os.environ))
-        check_writable(settings)
+        if problem := writable_problem(settings.out_dir, settings.manifest_path):
+            raise UsageError(problem)
     except UsageError as exc:
         log.error("rtk-export: %s", exc, extra={"event": "usage_error"})
         report_end(output, None, EXIT_STOPPED)
@@ -241,8 +245,9 @@ def run_export(settings: Settings, output: Output) -> int:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         with DirLock(settings.out_dir):
             try:
-                result = anyio.run(export, settings, reporter_for(output, settings.rate),
-                                   backend="asyncio")
+                result = anyio.run(
+                    export, settings, reporter_for(output, settings.rate), backend="asyncio"
+                )
             finally:
                 catch_signals()
     except Locked as exc:
@@ -250,13 +255,18 @@ def run_export(settings: Settings, output: Output) -> int:
         return EXIT_LOCKED  # the running export owns the reports
     except Interrupted as exc:
         code = EXIT_SIGNAL[signal.Signals(exc.signum)]
-        log.warning("%s received: stopped", signal.Signals(exc.signum).name,
-                    extra={"event": "signal"})
+        log.warning(
+            "%s received: stopped", signal.Signals(exc.signum).name, extra={"event": "signal"}
+        )
         report_end(output, result, code)
         return code
     except OSError as exc:
-        log.error("rtk-export: %s: %s", exc.strerror or exc, exc.filename or settings.out_dir,
-                  extra={"event": "os_error"})
+        log.error(
+            "rtk-export: %s: %s",
+            exc.strerror or exc,
+            exc.filename or settings.out_dir,
+            extra={"event": "os_error"},
+        )
         report_end(output, result, EXIT_STOPPED)
         return EXIT_STOPPED
     except Exception as exc:  # a bug: say so plainly and let cron see a failed run
@@ -279,16 +289,3 @@ def run_export(settings: Settings, output: Output) -> int:
         log.error("rtk-export: stopped: %s", result.fatal.message, extra={"event": "stopped"})
     report_end(output, result, code)
     return code
-
-
-def report_end(output: Output, result: RunResult | None, code: int) -> None:
-    """--summary-json and --metrics-file, whatever the exit code: a monitor must see a run
-    that could not start as clearly as one that failed."""
-    from exporter.report import write_reports
-    from exporter.stats import Stats
-
-    try:
-        write_reports(output, result or RunResult(run_id=new_run_id(), stats=Stats()), code)
-    except OSError as exc:
-        log.error("rtk-export: cannot write the run's report: %s: %s", exc.strerror,
-                  exc.filename, extra={"event": "os_error"})

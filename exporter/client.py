@@ -63,8 +63,9 @@ _ALT_KEYS = {  # spellings seen in webhooks and other versions of the schema
 
 # Cloudflare codes and wording that mean the token itself is refused (not just one resource).
 _AUTH_CODES = {9103, 9106, 9109, 10000, 10001}
-_AUTH_WORDS = re.compile(r"authenticat|authoriz|permission|access token|invalid token|api token",
-                         re.IGNORECASE)
+_AUTH_WORDS = re.compile(
+    r"authenticat|authoriz|permission|access token|invalid token|api token", re.IGNORECASE
+)
 
 
 def error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> ExportError:
@@ -83,8 +84,9 @@ def error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> E
     if status in (408, 409) or status >= 500:
         return TransientError(text, http_status=status, retry_after=retry_after)
     if 300 <= status < 400:
-        return PermanentError(f"HTTP {status}: the API answered with a redirect, not followed",
-                              http_status=status)
+        return PermanentError(
+            f"HTTP {status}: the API answered with a redirect, not followed", http_status=status
+        )
     return PermanentError(text, http_status=status)
 
 
@@ -121,8 +123,9 @@ def envelope(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise PermanentError("malformed API answer: not a JSON object", http_status=200)
     if doc.get("success") is False:
         _, message = _envelope_error(body)
-        raise PermanentError(f"API answered success:false: {message or 'no message'}",
-                             http_status=200)
+        raise PermanentError(
+            f"API answered success:false: {message or 'no message'}", http_status=200
+        )
     data = doc.get("data")
     if not isinstance(data, dict):
         raise PermanentError("malformed API answer: no 'data' object", http_status=200)
@@ -175,14 +178,17 @@ class Page:
 class ApiClient:
     """The token-carrying session: every request paced by the shared Pacer, then mapped."""
 
-    def __init__(self, settings: Settings, pacer: Pacer, stats: Stats,
-                 on_retry: RetryHook | None = None) -> None:
+    def __init__(
+        self, settings: Settings, pacer: Pacer, stats: Stats, on_retry: RetryHook | None = None
+    ) -> None:
         self._settings = settings
         self._pacer = pacer
         self._stats = stats
         self._on_retry = on_retry
-        self._prefix = (f"{settings.base_url.rstrip('/')}/accounts/"
-                        f"{quote(settings.account_id, safe='')}/realtime/kit")
+        self._prefix = (
+            f"{settings.base_url.rstrip('/')}/accounts/"
+            f"{quote(settings.account_id, safe='')}/realtime/kit"
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ApiClient:
@@ -190,8 +196,9 @@ class ApiClient:
         self._session = api_session(s.token, s.timeouts, s.concurrency)
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._session is not None:
             await self._session.close()
 
@@ -217,8 +224,9 @@ class ApiClient:
             # The server has counted it by now, whenever it did: the window runs from here.
             self._pacer.answered(ticket)
         if body is None:
-            raise PermanentError(f"API answer larger than {MAX_API_BODY} bytes: not a "
-                                 "RealtimeKit answer")
+            raise PermanentError(
+                f"API answer larger than {MAX_API_BODY} bytes: not a RealtimeKit answer"
+            )
         if 200 <= status < 300:
             return body
         err = error_from_answer(status, body, headers)
@@ -260,16 +268,22 @@ class ApiClient:
     async def get_session(self, app_id: str, session_id: str) -> dict[str, Any]:
         """One session's details, breakout rooms included; retried as the policy says."""
         url = self.session_url(app_id, session_id)
-        body = await self._retried(url, {"include_breakout_rooms": "true"},
-                                   f"session {app_id}/{session_id}")
+        body = await self._retried(
+            url, {"include_breakout_rooms": "true"}, f"session {app_id}/{session_id}"
+        )
         return session_of(body)
 
     async def _retried(self, url: str, params: Mapping[str, str], what: str) -> bytes:
-        return await with_retries(lambda: self.get_body(url, params), self._settings.retry,
-                                  Attempts(what=what), self._on_retry)
+        return await with_retries(
+            lambda: self.get_body(url, params),
+            self._settings.retry,
+            Attempts(what=what),
+            self._on_retry,
+        )
 
-    async def pages(self, app_id: str, query: Mapping[str, str],
-                    per_page: int = PER_PAGE) -> AsyncIterator[Page]:
+    async def pages(
+        self, app_id: str, query: Mapping[str, str], per_page: int = PER_PAGE
+    ) -> AsyncIterator[Page]:
         """Every page of an app's session listing, each request retried, until the end.
 
         The paging fields are optional: without them a short page is the last one, except a
@@ -287,11 +301,17 @@ class ApiClient:
             if ids and ids == previous:
                 if total is None and page_no == 2 and page_size < per_page:
                     return  # page 1 was short, so it held everything: nothing is missing
-                raise PermanentError(f"page {page_no} repeats page {page_no - 1}: the server "
-                                     "seems to ignore page_no; later sessions may be missing")
+                raise PermanentError(
+                    f"page {page_no} repeats page {page_no - 1}: the server "
+                    "seems to ignore page_no; later sessions may be missing"
+                )
             if page_no == 2 and sessions and page_size < per_page:
-                log.info("app %s: the server serves %d sessions a page, not %d", app_id,
-                         page_size, per_page)
+                log.info(
+                    "app %s: the server serves %d sessions a page, not %d",
+                    app_id,
+                    page_size,
+                    per_page,
+                )
             previous = ids
             seen += len(sessions)
             yield Page(page_no, sessions)
@@ -303,4 +323,3 @@ class ApiClient:
                 elif len(sessions) < page_size:
                     return
         raise PermanentError(f"more than {MAX_PAGES} pages of sessions: gave up")
-

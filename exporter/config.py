@@ -30,7 +30,8 @@ class Rate:
         m = _RATE_RE.match(text)
         if not m:
             raise ValueError(
-                f"--rate must look like 1000/300s (N requests per W seconds), got {text!r}")
+                f"--rate must look like 1000/300s (N requests per W seconds), got {text!r}"
+            )
         requests, seconds = int(m.group(1)), float(m.group(2))
         if requests < 1 or seconds <= 0:
             raise ValueError(f"--rate needs N >= 1 and W > 0, got {text!r}")
@@ -61,8 +62,13 @@ class RetryPolicy:
     @classmethod
     def immediate(cls, max_attempts: int = 5) -> RetryPolicy:
         """No waiting at all: for tests, whose server tells the truth about time."""
-        return cls(max_attempts=max_attempts, initial_backoff=0.0, max_backoff=0.0,
-                   default_rate_limit_pause=0.0, max_retry_after=0.0)
+        return cls(
+            max_attempts=max_attempts,
+            initial_backoff=0.0,
+            max_backoff=0.0,
+            default_rate_limit_pause=0.0,
+            max_retry_after=0.0,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,9 @@ class Discovery:
     that ends mid-listing would shift the pages under us.
     """
 
-    def __init__(self, settings: Settings, api: ApiClient, state: RunState,
-                 failed: list[Pair]) -> None:
+    def __init__(
+        self, settings: Settings, api: ApiClient, state: RunState, failed: list[Pair]
+    ) -> None:
         self.s = settings
         self.now = settings.now
         self.state = state
@@ -60,8 +61,11 @@ class Discovery:
     async def pairs(self) -> AsyncIterator[Pair]:
         retry, self._failed = self._failed, []
         if retry:
-            log.info("retrying %d pair(s) that failed in the last 7 days", len(retry),
-                     extra={"event": "retry_failed"})
+            log.info(
+                "retrying %d pair(s) that failed in the last 7 days",
+                len(retry),
+                extra={"event": "retry_failed"},
+            )
         for pair in retry:
             yield pair
         del retry
@@ -77,13 +81,25 @@ class Discovery:
                 raise
             except ExportError as exc:
                 report.problems += 1
-                log.error("listing the sessions of app %s broke off: %s", app, exc.message,
-                          extra={"event": "listing_failed", "app_id": app})
-            log.info("app %s: %d session(s) listed in %d page(s), started in [%s, %s); "
-                     "%d ENDED handed to the export (breakout rooms and remembered sessions "
-                     "included), %d LIVE remembered", app, report.listed, report.pages,
-                     rfc3339(report.since), rfc3339(report.until), report.ended, report.live,
-                     extra={"event": "listed", "app_id": app})
+                log.error(
+                    "listing the sessions of app %s broke off: %s",
+                    app,
+                    exc.message,
+                    extra={"event": "listing_failed", "app_id": app},
+                )
+            log.info(
+                "app %s: %d session(s) listed in %d page(s), started in [%s, %s); "
+                "%d ENDED handed to the export (breakout rooms and remembered sessions "
+                "included), %d LIVE remembered",
+                app,
+                report.listed,
+                report.pages,
+                rfc3339(report.since),
+                rfc3339(report.until),
+                report.ended,
+                report.live,
+                extra={"event": "listed", "app_id": app},
+            )
 
     async def _look_up(self, app: str, sid: str, report: AppReport) -> AsyncIterator[Pair]:
         """A session remembered LIVE: exported (with its rooms) once it has ENDED."""
@@ -94,29 +110,44 @@ class Discovery:
             raise
         except ExportError as exc:
             if exc.http_status == 404 and type(exc) is PermanentError:
-                log.warning("app %s session %s, remembered LIVE, no longer exists; forgotten",
-                            app, sid, extra={"event": "live_gone", "app_id": app,
-                                             "session_id": sid})
+                log.warning(
+                    "app %s session %s, remembered LIVE, no longer exists; forgotten",
+                    app,
+                    sid,
+                    extra={"event": "live_gone", "app_id": app, "session_id": sid},
+                )
                 self._resolved[app].add(sid)
             else:
                 report.problems += 1
-                log.error("app %s session %s, remembered LIVE, could not be looked up: %s",
-                          app, sid, exc.message, extra={"event": "lookup_failed",
-                                                        "app_id": app, "session_id": sid})
+                log.error(
+                    "app %s session %s, remembered LIVE, could not be looked up: %s",
+                    app,
+                    sid,
+                    exc.message,
+                    extra={"event": "lookup_failed", "app_id": app, "session_id": sid},
+                )
             return
         for pair in self._take(app, session, report):
             yield pair
 
     async def _list(self, app: str, report: AppReport) -> AsyncIterator[Pair]:
         if report.since >= report.until:
-            log.warning("app %s: empty window [%s, %s): nothing listed", app,
-                        rfc3339(report.since), rfc3339(report.until))
+            log.warning(
+                "app %s: empty window [%s, %s): nothing listed",
+                app,
+                rfc3339(report.since),
+                rfc3339(report.until),
+            )
             report.complete = True
             return
         # Oldest first, in creation order: new sessions join the end and do not shift the
         # pages already read, and those nearest the 7-day chat retention are exported first.
-        query = {"start_time": rfc3339(report.since), "end_time": rfc3339(report.until),
-                 "sort_by": "createdAt", "sort_order": "ASC"}
+        query = {
+            "start_time": rfc3339(report.since),
+            "end_time": rfc3339(report.until),
+            "sort_by": "createdAt",
+            "sort_order": "ASC",
+        }
         async for page in self._api.pages(app, query, per_page=self.s.per_page):
             report.pages += 1
             for session in page.sessions:
@@ -139,8 +170,12 @@ class Discovery:
         problem = session_id_problem(sid) if isinstance(sid, str) else "no session id"
         if problem is not None or not isinstance(sid, str):
             report.problems += 1
-            log.warning("app %s: a listed session cannot be exported: %s", app, problem,
-                        extra={"event": "bad_session", "app_id": app})
+            log.warning(
+                "app %s: a listed session cannot be exported: %s",
+                app,
+                problem,
+                extra={"event": "bad_session", "app_id": app},
+            )
             return
         if status == "ENDED":
             report.ended += 1
@@ -150,8 +185,13 @@ class Discovery:
         else:  # LIVE (or a status this program does not know): not over yet
             report.live += 1
             self._live_seen[app].add(sid)
-            log.debug("app %s session %s is %s: remembered", app, sid, status,
-                      extra={"event": "live", "app_id": app, "session_id": sid})
+            log.debug(
+                "app %s session %s is %s: remembered",
+                app,
+                sid,
+                status,
+                extra={"event": "live", "app_id": app, "session_id": sid},
+            )
         for room in session.get("breakout_rooms") or ():
             if isinstance(room, dict):
                 yield from self._take(app, room, report)

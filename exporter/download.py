@@ -46,8 +46,9 @@ class Downloader:
         self._session = download_session(self._settings.timeouts, self._settings.concurrency)
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._session is not None:
             await self._session.close()
 
@@ -100,10 +101,12 @@ class Downloader:
             raise LinkExpired("download URL expired (HTTP 403)", http_status=403)
         if status in (408, 409, 429) or status >= 500:
             # S3's 503 SlowDown may say how long to slow down for.
-            raise TransientError(f"download refused: HTTP {status}", http_status=status,
-                                 retry_after=parse_retry_after(resp.headers))
-        raise PermanentError(f"download refused: HTTP {status}{_s3_code(body)}",
-                             http_status=status)
+            raise TransientError(
+                f"download refused: HTTP {status}",
+                http_status=status,
+                retry_after=parse_retry_after(resp.headers),
+            )
+        raise PermanentError(f"download refused: HTTP {status}{_s3_code(body)}", http_status=status)
 
     async def _receive(self, resp: aiohttp.ClientResponse, spool: Spool) -> Stored:
         """The body into the spool, decoded and hashed; its length checked as announced."""
@@ -122,7 +125,8 @@ class Downloader:
                     await spool.write(piece)
             if announced is not None and received != announced:
                 raise IncompleteDownload(
-                    f"download had {received} bytes, the server announced {announced}")
+                    f"download had {received} bytes, the server announced {announced}"
+                )
             if decoder:
                 piece = decoder.finish()
                 digest.update(piece)
@@ -147,7 +151,8 @@ class Downloader:
     @staticmethod
     def _write_error(exc: OSError, spool: Spool) -> Exception:
         return disk_error(exc, spool.final) or PermanentError(
-            f"cannot write {spool.final.rsplit('/', 1)[-1]}: {exc.strerror}")
+            f"cannot write {spool.final.rsplit('/', 1)[-1]}: {exc.strerror}"
+        )
 
 
 class _Decoder:
@@ -192,5 +197,5 @@ def _s3_code(body: str) -> str:
     start = body.find("<Code>")
     end = body.find("</Code>")
     if 0 <= start < end:
-        return f" ({body[start + 6:end][:60]})"
+        return f" ({body[start + 6 : end][:60]})"
     return ""

@@ -121,8 +121,9 @@ class transport_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if isinstance(exc, aiohttp.ClientPayloadError):
             raise IncompleteDownload(f"{self.what}: {describe(exc)}") from None
         if isinstance(exc, TimeoutError | aiohttp.ClientError):

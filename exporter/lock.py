@@ -14,8 +14,10 @@ class Locked(Exception):
     """Another live run holds the lock."""
 
     def __init__(self, path: Path, pid: str) -> None:
-        super().__init__(f"{path.parent} is being exported by another rtk-export run "
-                         f"(pid {pid or 'unknown'}); exiting")
+        super().__init__(
+            f"{path.parent} is being exported by another rtk-export run "
+            f"(pid {pid or 'unknown'}); exiting"
+        )
         self.pid = pid
 
 
@@ -39,8 +41,9 @@ class DirLock:
         self._fd = fd
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock
             self._fd = None

@@ -62,6 +62,9 @@ def log_bug(exc: Exception, token: str) -> None:
     while isinstance(bug, BaseExceptionGroup) and len(bug.exceptions) == 1:
         bug = bug.exceptions[0]
     trace = "".join(traceback.format_exception(bug)).rstrip()
-    log.critical("rtk-export: internal error, the run stopped: %s\n%s",
-                 redact_text(f"{type(bug).__name__}: {bug}", token), redact_text(trace, token),
-                 extra={"event": "internal_error"})
+    log.critical(
+        "rtk-export: internal error, the run stopped: %s\n%s",
+        redact_text(f"{type(bug).__name__}: {bug}", token),
+        redact_text(trace, token),
+        extra={"event": "internal_error"},
+    )

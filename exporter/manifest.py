@@ -58,29 +58,57 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "app_id": self.app_id, "session_id": self.session_id, "kind": self.kind,
-            "status": self.status, "path": self.path, "bytes": self.bytes,
-            "sha256": self.sha256, "attempts": self.attempts, "error": self.error,
-            "finished_at": self.finished_at, "run_id": self.run_id,
+            "app_id": self.app_id,
+            "session_id": self.session_id,
+            "kind": self.kind,
+            "status": self.status,
+            "path": self.path,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "attempts": self.attempts,
+            "error": self.error,
+            "finished_at": self.finished_at,
+            "run_id": self.run_id,
         }
         if self.line is not None:
             doc["line"] = self.line
         return doc
 
     def encode(self) -> builtins.bytes:  # `bytes` is a field here
-        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":")).encode() \
-            + b"\n"
+        return (
+            json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        )
 
 
-def record(*, app_id: str | None, session_id: str | None, kind: str, status: str, run_id: str,
-           attempts: int = 0, path: str | None = None, size: int | None = None,
-           sha256: str | None = None, error: ExportError | None = None,
-           line: int | None = None) -> Record:
+def record(
+    *,
+    app_id: str | None,
+    session_id: str | None,
+    kind: str,
+    status: str,
+    run_id: str,
+    attempts: int = 0,
+    path: str | None = None,
+    size: int | None = None,
+    sha256: str | None = None,
+    error: ExportError | None = None,
+    line: int | None = None,
+) -> Record:
     """A line finished now."""
-    return Record(app_id=app_id, session_id=session_id, kind=kind, status=Status(status),
-                  run_id=run_id, path=path, bytes=size, sha256=sha256, attempts=attempts,
-                  error=error.as_record() if error else None, finished_at=now_rfc3339(),
-                  line=line)
+    return Record(
+        app_id=app_id,
+        session_id=session_id,
+        kind=kind,
+        status=Status(status),
+        run_id=run_id,
+        path=path,
+        bytes=size,
+        sha256=sha256,
+        attempts=attempts,
+        error=error.as_record() if error else None,
+        finished_at=now_rfc3339(),
+        line=line,
+    )
 
 
 class Damaged(ValueError):
@@ -101,8 +129,11 @@ def decode(raw: bytes) -> Record | None:
         raise Damaged("is not valid JSON") from None
     if isinstance(doc, dict) and doc.get("status") == Status.INVALID:
         return None
-    if not (isinstance(doc, dict) and isinstance(doc.get("app_id"), str)
-            and isinstance(doc.get("session_id"), str)):
+    if not (
+        isinstance(doc, dict)
+        and isinstance(doc.get("app_id"), str)
+        and isinstance(doc.get("session_id"), str)
+    ):
         raise Damaged("has no app_id/session_id")
     status, kind = doc.get("status"), doc.get("kind", "chat")
     if not isinstance(status, str) or status not in _STATUSES:
@@ -116,13 +147,19 @@ def decode(raw: bytes) -> Record | None:
         raise Damaged(f"says {status} but has no valid bytes and sha256")
     attempts, error, line = doc.get("attempts"), doc.get("error"), doc.get("line")
     return Record(
-        app_id=doc["app_id"], session_id=doc["session_id"], kind=kind, status=Status(status),
-        run_id=str(doc.get("run_id", "")), path=path if isinstance(path, str) else None,
-        bytes=size if size_ok else None, sha256=digest if digest_ok else None,
+        app_id=doc["app_id"],
+        session_id=doc["session_id"],
+        kind=kind,
+        status=Status(status),
+        run_id=str(doc.get("run_id", "")),
+        path=path if isinstance(path, str) else None,
+        bytes=size if size_ok else None,
+        sha256=digest if digest_ok else None,
         attempts=attempts if isinstance(attempts, int) else 0,
         error=error if isinstance(error, dict) else None,
         finished_at=str(doc.get("finished_at") or ""),
-        line=line if isinstance(line, int) else None)
+        line=line if isinstance(line, int) else None,
+    )
 
 
 def _key(rec: Record) -> int:
@@ -179,8 +216,11 @@ class Manifest:
         `not_before` (found by load())."""
         out = []
         for (app, sid), kinds in self._failed.items():
-            if app in apps and session_id_problem(sid) is None and any(
-                    when is not None and when >= not_before for when in kinds.values()):
+            if (
+                app in apps
+                and session_id_problem(sid) is None
+                and any(when is not None and when >= not_before for when in kinds.values())
+            ):
                 out.append(Pair(app, sid, 0))
         return out
 
@@ -245,12 +285,13 @@ class Manifest:
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
-            raise DiskError(f"cannot write the manifest {self.path}: "
-                            f"{exc.strerror or exc}") from None
+            raise DiskError(
+                f"cannot write the manifest {self.path}: {exc.strerror or exc}"
+            ) from None
 
     def sync(self) -> None:
         if self._out is not None:

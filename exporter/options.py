@@ -36,55 +36,132 @@ early (bad arguments, credentials, disk); 3 stopped by --max-duration with pairs
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="rtk-export", description=DESCRIPTION, epilog=EPILOG,
+        prog="rtk-export",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         # A fixed width keeps --help identical on every terminal (the README quotes it).
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100))
-    p.add_argument("sessions", metavar="SESSIONS", nargs="?",
-                   help="file of 'APP_ID SESSION_ID' lines, or '-' for standard input")
-    p.add_argument("--app", metavar="APP_ID", action="append", default=[],
-                   help="discover the sessions of this app instead of reading SESSIONS "
-                   "(repeatable)")
-    p.add_argument("--since", metavar="WHEN",
-                   help="with --app: sessions started at or after WHEN: RFC 3339, a date "
-                   "(midnight UTC), a span back from now (36h, 7d) or last-run (default: "
-                   "last-run if there was one, else 7d)")
-    p.add_argument("--until", metavar="WHEN",
-                   help="with --app: sessions started before WHEN (default now)")
-    p.add_argument("--out", metavar="DIR", required=True,
-                   help="where CSVs and the manifest go (created if missing)")
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
+    )
+    p.add_argument(
+        "sessions",
+        metavar="SESSIONS",
+        nargs="?",
+        help="file of 'APP_ID SESSION_ID' lines, or '-' for standard input",
+    )
+    p.add_argument(
+        "--app",
+        metavar="APP_ID",
+        action="append",
+        default=[],
+        help="discover the sessions of this app instead of reading SESSIONS (repeatable)",
+    )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="with --app: sessions started at or after WHEN: RFC 3339, a date "
+        "(midnight UTC), a span back from now (36h, 7d) or last-run (default: "
+        "last-run if there was one, else 7d)",
+    )
+    p.add_argument(
+        "--until", metavar="WHEN", help="with --app: sessions started before WHEN (default now)"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        required=True,
+        help="where CSVs and the manifest go (created if missing)",
+    )
     p.add_argument("--manifest", metavar="PATH", help="manifest file (default DIR/manifest.jsonl)")
     p.add_argument("--account-id", help="Cloudflare account id (else env CLOUDFLARE_ACCOUNT_ID)")
-    p.add_argument("--base-url", help="API base URL (else env CLOUDFLARE_BASE_URL, else "
-                   f"{DEFAULT_BASE_URL})")
-    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
-                   help=f"units in flight at once (default {DEFAULT_CONCURRENCY})")
-    p.add_argument("--rate", default=DEFAULT_RATE, metavar="N/Ws",
-                   help=f"API request budget, a sliding window (default {DEFAULT_RATE})")
-    p.add_argument("--include", default="chat", metavar="KINDS",
-                   help="what to export: any of chat,transcript,summary (default chat)")
-    p.add_argument("--transcript-format", default="csv", choices=TRANSCRIPT_FORMATS,
-                   help="transcript file format (default csv)")
-    p.add_argument("--max-duration", metavar="SPAN",
-                   help="start no new pair after SPAN (50m, 2h); exit 3 if pairs were left")
-    p.add_argument("--max-attempts", type=int, default=RetryPolicy().max_attempts, metavar="N",
-                   help="failed attempts before a pair is 'failed' (429s and expired URLs "
-                   "do not count; default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=Timeouts().connect, metavar="S",
-                   help="seconds to connect (default %(default)s)")
-    p.add_argument("--request-timeout", type=float, default=Timeouts().api, metavar="S",
-                   help="seconds for one whole API request (default %(default)s)")
-    p.add_argument("--read-timeout", type=float, default=Timeouts().read, metavar="S",
-                   help="longest silence while downloading, in seconds (default %(default)s)")
-    p.add_argument("--summary-json", metavar="PATH",
-                   help="write a JSON summary of the run at the end ('-' = stdout)")
-    p.add_argument("--metrics-file", metavar="PATH",
-                   help="write Prometheus textfile metrics at the end (atomically)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text",
-                   help="stderr lines as text (default) or one JSON object a line")
-    p.add_argument("--dry-run", action="store_true",
-                   help="read the input and print the plan; request no download URL")
-    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                   help="live progress display (default: on a terminal only)")
+    p.add_argument(
+        "--base-url", help=f"API base URL (else env CLOUDFLARE_BASE_URL, else {DEFAULT_BASE_URL})"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"units in flight at once (default {DEFAULT_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--rate",
+        default=DEFAULT_RATE,
+        metavar="N/Ws",
+        help=f"API request budget, a sliding window (default {DEFAULT_RATE})",
+    )
+    p.add_argument(
+        "--include",
+        default="chat",
+        metavar="KINDS",
+        help="what to export: any of chat,transcript,summary (default chat)",
+    )
+    p.add_argument(
+        "--transcript-format",
+        default="csv",
+        choices=TRANSCRIPT_FORMATS,
+        help="transcript file format (default csv)",
+    )
+    p.add_argument(
+        "--max-duration",
+        metavar="SPAN",
+        help="start no new pair after SPAN (50m, 2h); exit 3 if pairs were left",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=RetryPolicy().max_attempts,
+        metavar="N",
+        help="failed attempts before a pair is 'failed' (429s and expired URLs "
+        "do not count; default %(default)s)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=Timeouts().connect,
+        metavar="S",
+        help="seconds to connect (default %(default)s)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=Timeouts().api,
+        metavar="S",
+        help="seconds for one whole API request (default %(default)s)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=Timeouts().read,
+        metavar="S",
+        help="longest silence while downloading, in seconds (default %(default)s)",
+    )
+    p.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        help="write a JSON summary of the run at the end ('-' = stdout)",
+    )
+    p.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write Prometheus textfile metrics at the end (atomically)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr lines as text (default) or one JSON object a line",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the input and print the plan; request no download URL",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="live progress display (default: on a terminal only)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log every pair")
     p.add_argument("--version", action="version", version=f"rtk-export {__version__}")
     return p

@@ -12,54 +12,56 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.archive import FolderArchive, relative_path
+from exporter.archive import FolderArchive
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.discovery import FAILED_RETRY_AGE, Discovery
-from exporter.download import Downloader, Stored
-from exporter.errors import DiskError, ExportError, FatalError, LinkExpired, Unavailable
-from exporter.http import Link
+from exporter.download import Downloader
+from exporter.errors import DiskError, ExportError, FatalError
 from exporter.keyset import KeySet, key_of
-from exporter.manifest import DONE, Manifest, Record, Status, record
+from exporter.manifest import Manifest, Record, Status, record
 from exporter.progress import QuietReporter, Reporter
 from exporter.ratelimit import Pacer
-from exporter.retry import Attempts, RetryDetails, with_retries
+from exporter.retry import RetryDetails
 from exporter.runstate import RunState
 from exporter.sessions import InvalidLine, Pair, Unit, read_file, read_live
 from exporter.stats import RunResult, Stats, new_run_id
+from exporter.unit import UnitExport
 
 log = logging.getLogger(__name__)
 
 
-async def export(settings: Settings, reporter: Reporter | None = None, *,
-                 pacer: Pacer | None = None, clock: Callable[[], float] = time.monotonic,
-                 handle_signals: bool = True) -> RunResult:
+async def export(
+    settings: Settings,
+    reporter: Reporter | None = None,
+    *,
+    pacer: Pacer | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    handle_signals: bool = True,
+) -> RunResult:
     """The whole run; every outcome, discovery's included, is in the RunResult."""
-    return await Run(settings, reporter=reporter, pacer=pacer, clock=clock,
-                     handle_signals=handle_signals).run()
-
-
-@dataclass(slots=True)
-class _UnitAttempts(Attempts):
-    """A unit's attempts, and the URL in hand."""
-
-    link: Link | None = None
-    fresh: bool = False
-    had_link: bool = False
+    return await Run(
+        settings, reporter=reporter, pacer=pacer, clock=clock, handle_signals=handle_signals
+    ).run()
 
 
 class Run:
     """Export every unit of the input once; `await run()` returns the result."""
 
-    def __init__(self, settings: Settings, *, reporter: Reporter | None = None,
-                 pacer: Pacer | None = None, clock: Callable[[], float] = time.monotonic,
-                 handle_signals: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reporter: Reporter | None = None,
+        pacer: Pacer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        handle_signals: bool = True,
+    ) -> None:
         self.s = settings
         self.run_id = new_run_id()
         self.stats = Stats()
@@ -72,8 +74,7 @@ class Run:
         self._deadline = (clock() + settings.max_duration) if settings.max_duration else None
         self._result = RunResult(run_id=self.run_id, stats=self.stats)
         self._scope: anyio.CancelScope | None = None
-        self._api: ApiClient | None = None
-        self._dl: Downloader | None = None
+        self._export_unit: UnitExport | None = None
         self._archive = FolderArchive(settings.out_dir)
 
     # -- the run --------------------------------------------------------------------------
@@ -93,9 +94,22 @@ class Run:
                 except FatalError as exc:
                     self._stop(exc)
                     return self._result
-                async with ApiClient(self.s, self.pacer, self.stats, self._retry_scheduled) \
-                        as api, self._archive, Downloader(self.s, self._archive) as dl:
-                    self._api, self._dl = api, dl
+                async with (
+                    ApiClient(self.s, self.pacer, self.stats, self._retry_scheduled) as api,
+                    self._archive,
+                    Downloader(self.s, self._archive) as dl,
+                ):
+                    self._export_unit = UnitExport(
+                        self.s,
+                        self.run_id,
+                        self.stats,
+                        self.manifest,
+                        self._archive,
+                        api,
+                        dl,
+                        self._result.plan,
+                        self._retry_scheduled,
+                    )
                     if self.s.apps:
                         discovery = await self._discovery(api)
                         items: AsyncIterator[Pair | InvalidLine] = discovery.pairs()
@@ -126,13 +140,15 @@ class Run:
             try:
                 self.manifest.open_for_append()
             except OSError as exc:
-                raise DiskError(f"cannot write the manifest {self.s.manifest_path}: "
-                                f"{exc.strerror}") from None
+                raise DiskError(
+                    f"cannot write the manifest {self.s.manifest_path}: {exc.strerror}"
+                ) from None
 
     async def _discovery(self, api: ApiClient) -> Discovery:
         state = await anyio.to_thread.run_sync(RunState.load, self.s.out_dir)
-        failed = self.manifest.recent_failures(frozenset(self.s.apps),
-                                               self.s.now - FAILED_RETRY_AGE)
+        failed = self.manifest.recent_failures(
+            frozenset(self.s.apps), self.s.now - FAILED_RETRY_AGE
+        )
         self._result.failed_retried = len(failed)
         return Discovery(self.s, api, state, failed)
 
@@ -152,8 +168,11 @@ class Run:
             task_status.started()
             async for signum in signals:
                 self._result.stopped_by = signum
-                log.warning("%s received: abandoning units in flight and stopping",
-                            signal.Signals(signum).name, extra={"event": "signal"})
+                log.warning(
+                    "%s received: abandoning units in flight and stopping",
+                    signal.Signals(signum).name,
+                    extra={"event": "signal"},
+                )
                 assert self._scope is not None
                 self._scope.cancel()
                 return
@@ -176,8 +195,9 @@ class Run:
             return read_live(sys.stdin.buffer)
         return read_file(self.s.sessions)
 
-    async def _produce(self, items: AsyncIterator[Pair | InvalidLine],
-                       send: MemoryObjectSendStream[Unit]) -> None:
+    async def _produce(
+        self, items: AsyncIterator[Pair | InvalidLine], send: MemoryObjectSendStream[Unit]
+    ) -> None:
         async with send:
             try:
                 async for item in items:
@@ -200,14 +220,26 @@ class Run:
 
     def _invalid(self, item: InvalidLine) -> None:
         self._result.invalid_lines += 1
-        log.warning("SESSIONS line %d: %s", item.line, item.reason,
-                    extra={"event": "invalid", "line": item.line})
+        log.warning(
+            "SESSIONS line %d: %s",
+            item.line,
+            item.reason,
+            extra={"event": "invalid", "line": item.line},
+        )
         if self.s.dry_run:
             self.stats.counts[Status.INVALID] += 1
             return
-        self._finish(record(app_id=item.app_id, session_id=item.session_id, kind=self.s.kinds[0],
-                            status=Status.INVALID, run_id=self.run_id, line=item.line,
-                            error=ExportError(item.reason)))
+        self._finish(
+            record(
+                app_id=item.app_id,
+                session_id=item.session_id,
+                kind=self.s.kinds[0],
+                status=Status.INVALID,
+                run_id=self.run_id,
+                line=item.line,
+                error=ExportError(item.reason),
+            )
+        )
 
     # -- the workers ----------------------------------------------------------------------
 
@@ -229,7 +261,8 @@ class Run:
                     self._result.left += 1
                     continue
                 try:
-                    rec = await self._do(unit)
+                    assert self._export_unit is not None
+                    rec = await self._export_unit(unit)
                     if rec is not None:
                         self._finish(rec)
                 except FatalError as exc:
@@ -244,94 +277,20 @@ class Run:
             self.manifest.append(rec)
         self.reporter.recorded(rec)
 
-    async def _do(self, unit: Unit) -> Record | None:
-        rel = relative_path(unit.app_id, unit.session_id, unit.kind, self.s.transcript_format)
-        prior = self.manifest.latest(unit.app_id, unit.session_id, unit.kind)
-        if prior is not None and prior.status in DONE:
-            if await anyio.to_thread.run_sync(self._archive.intact, rel, prior.bytes,
-                                              prior.sha256):
-                if self.s.dry_run:
-                    self._plan("skip", unit)
-                    return None
-                return self._record(unit, Status.SKIPPED, None, path=rel, size=prior.bytes,
-                                    sha256=prior.sha256)
-            # An archived file went missing or changed: worth a line of its own in the log,
-            # whatever the new export's fate.
-            log.warning("%s was exported by an earlier run but is missing or changed on disk; "
-                        "exporting it again", rel,
-                        extra={"event": "damaged", "app_id": unit.app_id,
-                               "session_id": unit.session_id, "kind": unit.kind})
-        if self.s.dry_run:
-            self._plan("export", unit)
-            return None
-        state = _UnitAttempts(what=f"{unit.app_id}/{unit.session_id} {unit.kind}")
-        try:
-            stored = await self._export(unit, rel, state)
-        except Unavailable as exc:
-            return self._record(unit, Status.UNAVAILABLE, state, error=exc)
-        except FatalError:
-            raise
-        except ExportError as exc:
-            log.warning("%s/%s %s failed after %d attempt(s): %s", unit.app_id, unit.session_id,
-                        unit.kind, state.http, exc.message,
-                        extra={"event": "failed", "app_id": unit.app_id,
-                               "session_id": unit.session_id, "kind": unit.kind})
-            # Keep naming the archived copy (path, size, SHA-256) an earlier run recorded, so
-            # that `verify` goes on reporting it missing or corrupt instead of forgetting it.
-            known = prior if prior is not None and prior.sha256 else None
-            return self._record(unit, Status.FAILED, state, error=exc,
-                                path=known.path if known else None,
-                                size=known.bytes if known else None,
-                                sha256=known.sha256 if known else None)
-        log.debug("%s exported (%d bytes)", rel, stored.size,
-                  extra={"event": "exported", "app_id": unit.app_id,
-                         "session_id": unit.session_id, "kind": unit.kind})
-        return self._record(unit, Status.EXPORTED, state, path=rel, size=stored.size,
-                            sha256=stored.sha256)
-
-    def _plan(self, what: str, unit: Unit) -> None:
-        """--dry-run: count the unit under `what` (and `what:kind`) instead of doing it."""
-        for key in (what, f"{what}:{unit.kind}"):
-            self._result.plan[key] = self._result.plan.get(key, 0) + 1
-        log.debug("plan: %s %s/%s %s", what, unit.app_id, unit.session_id, unit.kind,
-                  extra={"event": "plan", "app_id": unit.app_id,
-                         "session_id": unit.session_id, "kind": unit.kind})
-
-    def _record(self, unit: Unit, status: Status, state: Attempts | None, *,
-                error: ExportError | None = None, path: str | None = None,
-                size: int | None = None, sha256: str | None = None) -> Record:
-        return record(app_id=unit.app_id, session_id=unit.session_id, kind=unit.kind,
-                      status=status, run_id=self.run_id, attempts=state.http if state else 0,
-                      error=error, path=path, size=size, sha256=sha256)
-
-    async def _export(self, unit: Unit, rel: str, state: _UnitAttempts) -> Stored:
-        return await with_retries(lambda: self._attempt(unit, rel, state), self.s.retry,
-                                  state, self._retry_scheduled)
-
-    async def _attempt(self, unit: Unit, rel: str, state: _UnitAttempts) -> Stored:
-        assert self._api is not None and self._dl is not None
-        # A URL is asked for just before its download; one in hand is reused only while it
-        # has life left, but a freshly issued one is used at once, however short its life.
-        if state.link is None or not (state.fresh or state.link.usable_for(1.0)):
-            if state.had_link:
-                self.stats.url_refreshes += 1
-            state.link = None
-            state.http += 1
-            state.link = await self._api.get_link(unit.app_id, unit.session_id, unit.kind)
-            state.fresh = state.had_link = True
-        link, state.fresh = state.link, False
-        state.http += 1
-        try:
-            return await self._dl.fetch(link, rel)
-        except LinkExpired:
-            state.link = None
-            raise
-
     def _retry_scheduled(self, details: RetryDetails) -> None:
         """The one hook for every retry of the run: a log line, and counts by kind."""
         self.stats.retries += 1
         self.stats.retries_by_kind[details.kind] += 1
-        log.info("retry %d of %s in %.1f s after %s: %s", details.retry_number, details.what,
-                 details.wait, details.kind, details.message,
-                 extra={"event": "retry_scheduled", "kind": details.kind,
-                        "wait": round(details.wait, 3)})
+        log.info(
+            "retry %d of %s in %.1f s after %s: %s",
+            details.retry_number,
+            details.what,
+            details.wait,
+            details.kind,
+            details.message,
+            extra={
+                "event": "retry_scheduled",
+                "kind": details.kind,
+                "wait": round(details.wait, 3),
+            },
+        )

@@ -43,8 +43,12 @@ def status_line(stats: Stats, elapsed: float) -> str:
     rate = done / elapsed if elapsed > 0 else 0.0
     parts = [f"{done}{total} done", f"{rate:.1f}/s"]
     parts += [f"{k} {v}" for k, v in sorted(stats.counts.items())]
-    parts += [f"{stats.bytes / 1e6:.1f} MB", f"{stats.api_requests} API requests",
-              f"{stats.rate_limited} rate-limited", f"{stats.retries} retries"]
+    parts += [
+        f"{stats.bytes / 1e6:.1f} MB",
+        f"{stats.api_requests} API requests",
+        f"{stats.rate_limited} rate-limited",
+        f"{stats.retries} retries",
+    ]
     return ", ".join(parts)
 
 
@@ -61,8 +65,11 @@ class LogReporter:
         start = time.monotonic()
         while True:
             await anyio.sleep(self.every)
-            log.info("progress: %s", status_line(stats, time.monotonic() - start),
-                     extra={"event": "progress"})
+            log.info(
+                "progress: %s",
+                status_line(stats, time.monotonic() - start),
+                extra={"event": "progress"},
+            )
 
 
 class RichReporter:
@@ -79,9 +86,15 @@ class RichReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         console = Console(stderr=True)
-        with Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), console=console,
-                      transient=False, refresh_per_second=4) as bar:
+        with Progress(
+            TextColumn("[bold]export"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
+            refresh_per_second=4,
+        ) as bar:
             task = bar.add_task("export", total=None, info="")
             start = time.monotonic()
             try:
@@ -90,10 +103,16 @@ class RichReporter:
                     left = (stats.total or 0) - done
                     eta = left / self.rate_per_second if self.rate_per_second else 0
                     elapsed = time.monotonic() - start
-                    bar.update(task, completed=done, total=stats.total, info=(
-                        f"{done / elapsed if elapsed else 0:.1f}/s  "
-                        f"ETA≥{eta:.0f}s  {stats.bytes / 1e6:.1f} MB  "
-                        f"429s {stats.rate_limited}  retries {stats.retries}"))
+                    bar.update(
+                        task,
+                        completed=done,
+                        total=stats.total,
+                        info=(
+                            f"{done / elapsed if elapsed else 0:.1f}/s  "
+                            f"ETA≥{eta:.0f}s  {stats.bytes / 1e6:.1f} MB  "
+                            f"429s {stats.rate_limited}  retries {stats.retries}"
+                        ),
+                    )
                     await anyio.sleep(0.25)
             finally:
                 bar.update(task, completed=sum(stats.counts.values()), total=stats.total)

@@ -36,8 +36,15 @@ class Pacer:
     Waiters are served first come, first served (anyio's Lock is fair), so no pair starves.
     """
 
-    def __init__(self, rate: Rate, *, clock: Clock = time.monotonic, sleep: Sleep = anyio.sleep,
-                 margin: float | None = None, hold: float = 0.0) -> None:
+    def __init__(
+        self,
+        rate: Rate,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = anyio.sleep,
+        margin: float | None = None,
+        hold: float = 0.0,
+    ) -> None:
         self.rate = rate
         # The server counts a request when it arrives, we when it starts: a request delayed in
         # transit (a new TLS connection, say) lets the next window look shorter to the server.

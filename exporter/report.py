@@ -4,6 +4,7 @@ for --dry-run the plan. `Output` says which of them a run asked for."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -12,8 +13,10 @@ from typing import Any
 
 from exporter.archive import write_atomic
 from exporter.config import Settings
-from exporter.stats import RunResult
+from exporter.stats import RunResult, Stats, new_run_id
 from exporter.times import rfc3339
+
+log = logging.getLogger("exporter")
 
 STATUSES = ("exported", "skipped", "failed", "invalid", "unavailable")
 
@@ -51,14 +54,18 @@ def summary_dict(result: RunResult, exit_code: int) -> dict[str, Any]:
 def summary_text(result: RunResult) -> str:
     s = result.stats
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "nothing to do"
-    text = (f"{counts}; {_size(s.bytes)} in {result.seconds:.1f} s; {s.api_requests} API "
-            f"requests, {s.rate_limited} rate-limited (429), {s.url_refreshes} URL refreshes, "
-            f"{s.retries} retries")
+    text = (
+        f"{counts}; {_size(s.bytes)} in {result.seconds:.1f} s; {s.api_requests} API "
+        f"requests, {s.rate_limited} rate-limited (429), {s.url_refreshes} URL refreshes, "
+        f"{s.retries} retries"
+    )
     if s.retries_by_kind:
         text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(s.retries_by_kind.items())) + ")"
     if s.paused_seconds or s.budget_wait_seconds:
-        text += (f"; waited {s.paused_seconds:.0f} s in 429 pauses, "
-                 f"{s.budget_wait_seconds:.0f} s for the budget")
+        text += (
+            f"; waited {s.paused_seconds:.0f} s in 429 pauses, "
+            f"{s.budget_wait_seconds:.0f} s for the budget"
+        )
     if s.damaged_lines:
         text += f"; {s.damaged_lines} damaged manifest line(s) passed over"
     return text
@@ -86,28 +93,43 @@ def write_metrics(path: Path, result: RunResult, exit_code: int) -> None:
     def gauge(name: str, help_text: str, value: float) -> None:
         Gauge(name, help_text, registry=registry).set(value)
 
-    pairs = Gauge("rtk_export_pairs", "Manifest lines written by the last run, by status.",
-                  ["status"], registry=registry)
+    pairs = Gauge(
+        "rtk_export_pairs",
+        "Manifest lines written by the last run, by status.",
+        ["status"],
+        registry=registry,
+    )
     for status in STATUSES:
         pairs.labels(status=status).set(s.counts.get(status, 0))
     gauge("rtk_export_bytes", "Bytes stored by the last run.", s.bytes)
     gauge("rtk_export_api_requests", "API requests made by the last run.", s.api_requests)
-    gauge("rtk_export_rate_limited", "HTTP 429 answers received by the last run.",
-          s.rate_limited)
-    retries = Gauge("rtk_export_retries", "Retries scheduled by the last run, by error kind.",
-                    ["kind"], registry=registry)
+    gauge("rtk_export_rate_limited", "HTTP 429 answers received by the last run.", s.rate_limited)
+    retries = Gauge(
+        "rtk_export_retries",
+        "Retries scheduled by the last run, by error kind.",
+        ["kind"],
+        registry=registry,
+    )
     for kind, n in sorted(s.retries_by_kind.items()):
         retries.labels(kind=kind).set(n)
-    gauge("rtk_export_paused_seconds", "Seconds the last run spent in 429 pauses.",
-          round(s.paused_seconds, 3))
-    gauge("rtk_export_budget_wait_seconds",
-          "Seconds the last run was held back by its --rate budget.",
-          round(s.budget_wait_seconds, 3))
+    gauge(
+        "rtk_export_paused_seconds",
+        "Seconds the last run spent in 429 pauses.",
+        round(s.paused_seconds, 3),
+    )
+    gauge(
+        "rtk_export_budget_wait_seconds",
+        "Seconds the last run was held back by its --rate budget.",
+        round(s.budget_wait_seconds, 3),
+    )
     gauge("rtk_export_duration_seconds", "Wall time of the last run.", round(result.seconds, 3))
     gauge("rtk_export_last_run_timestamp_seconds", "When the last run ended.", round(now, 3))
     if last_success is not None:
-        gauge("rtk_export_last_success_timestamp_seconds",
-              "When a run last ended with exit code 0.", round(last_success, 3))
+        gauge(
+            "rtk_export_last_success_timestamp_seconds",
+            "When a run last ended with exit code 0.",
+            round(last_success, 3),
+        )
     gauge("rtk_export_exit_code", "Exit code of the last run.", exit_code)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
@@ -136,12 +158,23 @@ def write_summary_json(dest: str, doc: dict[str, Any]) -> None:
         write_atomic(Path(dest), text)
 
 
-def write_reports(output: Output, result: RunResult, code: int) -> None:
-    """--summary-json and --metrics-file; OSError for the caller to report."""
-    if output.summary_json:
-        write_summary_json(output.summary_json, summary_dict(result, code))
-    if output.metrics_file:
-        write_metrics(Path(output.metrics_file), result, code)
+def report_end(output: Output, result: RunResult | None, code: int) -> None:
+    """--summary-json and --metrics-file, whatever the exit code: a monitor must see a run
+    that could not start as clearly as one that failed. A report that cannot be written is
+    logged, never raised: the exit code is the run's."""
+    result = result or RunResult(run_id=new_run_id(), stats=Stats())
+    try:
+        if output.summary_json:
+            write_summary_json(output.summary_json, summary_dict(result, code))
+        if output.metrics_file:
+            write_metrics(Path(output.metrics_file), result, code)
+    except OSError as exc:
+        log.error(
+            "rtk-export: cannot write the run's report: %s: %s",
+            exc.strerror,
+            exc.filename,
+            extra={"event": "os_error"},
+        )
 
 
 def plan_text(settings: Settings, result: RunResult) -> str:
@@ -155,21 +188,31 @@ def plan_text(settings: Settings, result: RunResult) -> str:
     needed, made = plan.get("export", 0), result.stats.api_requests
     per_second = settings.rate.requests / settings.rate.seconds
     eta = max(0.0, (made + needed - settings.rate.requests) / per_second)
-    lines = [f"plan: {needed} to export{by_kind('export')}, {plan.get('skip', 0)} to skip"
-             f"{by_kind('skip')} (already exported, intact), {result.invalid_lines} invalid "
-             "line(s)"]
+    lines = [
+        f"plan: {needed} to export{by_kind('export')}, {plan.get('skip', 0)} to skip"
+        f"{by_kind('skip')} (already exported, intact), {result.invalid_lines} invalid "
+        "line(s)"
+    ]
     for app, r in result.apps.items():
-        lines.append(f"  app {app}: sessions started in [{rfc3339(r.since)}, "
-                     f"{rfc3339(r.until)}): {r.listed} listed in {r.pages} page(s), "
-                     f"{r.ended} ENDED (breakout rooms included), {r.live} LIVE (not "
-                     f"exported, remembered), {r.looked_up} remembered LIVE looked up"
-                     + ("" if r.complete else "; LISTING INCOMPLETE"))
+        lines.append(
+            f"  app {app}: sessions started in [{rfc3339(r.since)}, "
+            f"{rfc3339(r.until)}): {r.listed} listed in {r.pages} page(s), "
+            f"{r.ended} ENDED (breakout rooms included), {r.live} LIVE (not "
+            f"exported, remembered), {r.looked_up} remembered LIVE looked up"
+            + ("" if r.complete else "; LISTING INCOMPLETE")
+        )
     if result.failed_retried:
-        lines.append(f"  {result.failed_retried} pair(s) that failed in the last 7 days "
-                     "retried whatever the window")
+        lines.append(
+            f"  {result.failed_retried} pair(s) that failed in the last 7 days "
+            "retried whatever the window"
+        )
     made_text = f"{made} made to list sessions, " if settings.apps else ""
-    lines.append(f"API requests: {made_text}at least {needed} to export (one URL per unit; "
-                 "retries and expired URLs add more)")
-    lines.append(f"estimated time at --rate {settings.rate}: about {eta:.0f} s"
-                 + (" (within the burst)" if eta == 0 else ""))
+    lines.append(
+        f"API requests: {made_text}at least {needed} to export (one URL per unit; "
+        "retries and expired URLs add more)"
+    )
+    lines.append(
+        f"estimated time at --rate {settings.rate}: about {eta:.0f} s"
+        + (" (within the burst)" if eta == 0 else "")
+    )
     return "\n".join(lines)

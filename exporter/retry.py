@@ -70,7 +70,7 @@ def backoff(policy: RetryPolicy, attempts: Attempts, exc: BaseException | None) 
     """
     if isinstance(exc, RateLimited | LinkExpired):
         return 0.0
-    wait = min(policy.initial_backoff * 2.0 ** attempts.failures, policy.max_backoff)
+    wait = min(policy.initial_backoff * 2.0**attempts.failures, policy.max_backoff)
     wait *= 1 - 0.5 * random.random()  # noqa: S311 - jitter, not security
     if isinstance(exc, TransientError) and exc.retry_after is not None:
         wait = max(wait, min(exc.retry_after, policy.max_retry_after))
@@ -81,9 +81,13 @@ def _exception(rs: RetryCallState) -> BaseException | None:
     return rs.outcome.exception() if rs.outcome else None
 
 
-async def with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy,
-                       attempts: Attempts | None = None, on_retry: RetryHook | None = None,
-                       sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> T:
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    attempts: Attempts | None = None,
+    on_retry: RetryHook | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> T:
     """Await `attempt()` until it succeeds, a non-transient error, or the policy gives up.
 
     The real last error is re-raised, never tenacity's RetryError: it is what gets recorded.
@@ -92,9 +96,12 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy,
 
     def scheduled(exc: BaseException | None, wait: float) -> None:
         details = RetryDetails(
-            what=state.what, kind=exc.kind if isinstance(exc, ExportError) else "error",
+            what=state.what,
+            kind=exc.kind if isinstance(exc, ExportError) else "error",
             message=exc.message if isinstance(exc, ExportError) else type(exc).__name__,
-            retry_number=len(state.history) + 1, wait=wait)
+            retry_number=len(state.history) + 1,
+            wait=wait,
+        )
         state.history.append(details)
         if on_retry is not None:
             on_retry(details)
@@ -115,7 +122,8 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy,
         stop=lambda rs: give_up(policy, state, _exception(rs)),
         wait=lambda rs: backoff(policy, state, _exception(rs)),
         before_sleep=lambda rs: scheduled(
-            _exception(rs), rs.next_action.sleep if rs.next_action else 0.0),
+            _exception(rs), rs.next_action.sleep if rs.next_action else 0.0
+        ),
         sleep=sleep,
         reraise=True,
     )

@@ -50,7 +50,8 @@ class RunState:
             live = entry.get("live")
             apps[str(app_id)] = AppState(
                 last_run=parse_rfc3339(entry.get("last_run")),
-                live={s for s in live if isinstance(s, str)} if isinstance(live, list) else set())
+                live={s for s in live if isinstance(s, str)} if isinstance(live, list) else set(),
+            )
         return cls(path, apps)
 
     def app(self, app_id: str) -> AppState:
@@ -67,8 +68,10 @@ class RunState:
     def to_json(self) -> dict[str, Any]:
         apps: dict[str, Any] = {}
         for app_id, entry in sorted(self.apps.items()):
-            apps[app_id] = {"last_run": rfc3339(entry.last_run) if entry.last_run else None,
-                            "live": sorted(entry.live)}
+            apps[app_id] = {
+                "last_run": rfc3339(entry.last_run) if entry.last_run else None,
+                "live": sorted(entry.live),
+            }
         return {"version": VERSION, "apps": apps}
 
     def save(self) -> None:

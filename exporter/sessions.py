@@ -199,8 +199,9 @@ async def read_file(path: str) -> AsyncIterator[Pair | InvalidLine]:
     """The items of a SESSIONS file, read a batch at a time in a worker thread."""
     with open_sessions(path) as stream:
         it = read_pairs(stream)
-        while batch := await anyio.to_thread.run_sync(_take, it, READ_BATCH,
-                                                      abandon_on_cancel=True):
+        while batch := await anyio.to_thread.run_sync(
+            _take, it, READ_BATCH, abandon_on_cancel=True
+        ):
             for item in batch:
                 yield item
 

@@ -61,8 +61,9 @@ class RunResult:
     @property
     def whole(self) -> bool:
         """The run went to its end: not stopped, not cut short (discovery state may move)."""
-        return (self.fatal is None and self.stopped_by is None and not self.cut_short
-                and not self.left)
+        return (
+            self.fatal is None and self.stopped_by is None and not self.cut_short and not self.left
+        )
 
     @property
     def discovery_problems(self) -> int:

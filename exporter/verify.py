@@ -95,8 +95,9 @@ def _files(top: Path) -> Iterator[Path]:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="rtk-export verify",
-                                description="Re-hash every exported file against the manifest.")
+    p = argparse.ArgumentParser(
+        prog="rtk-export verify", description="Re-hash every exported file against the manifest."
+    )
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--manifest", metavar="PATH", help="default DIR/manifest.jsonl")
     args = p.parse_args(list(argv))
@@ -120,11 +121,17 @@ def main(argv: Sequence[str]) -> int:
             found = verify(out, manifest, on_progress=lambda n: bar.update(task, completed=n))
     else:
         found = verify(out, manifest)
-    for label, items in (("missing", found.missing), ("corrupt", found.corrupt),
-                         ("untracked", found.untracked)):
+    for label, items in (
+        ("missing", found.missing),
+        ("corrupt", found.corrupt),
+        ("untracked", found.untracked),
+    ):
         for rel in items:
             print(f"{label}: {rel}")
-    print(f"verify: {found.checked} files checked, {found.intact} intact, "
-          f"{len(found.missing)} missing, {len(found.corrupt)} corrupt, "
-          f"{len(found.untracked)} untracked", file=sys.stderr)
+    print(
+        f"verify: {found.checked} files checked, {found.intact} intact, "
+        f"{len(found.missing)} missing, {len(found.corrupt)} corrupt, "
+        f"{len(found.untracked)} untracked",
+        file=sys.stderr,
+    )
     return 0 if found.ok else 1

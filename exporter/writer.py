@@ -45,8 +45,10 @@ class FileWriter:
     def __init__(self, threads: int = 4) -> None:
         self._queue: SimpleQueue[_Job | None] = SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads = [threading.Thread(target=self._serve, name=f"rtk-export-writer-{i}",
-                                          daemon=True) for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"rtk-export-writer-{i}", daemon=True)
+            for i in range(threads)
+        ]
         self._done: list[tuple[asyncio.Future[None], BaseException | None]] = []
         self._done_lock = threading.Lock()
         self._folders: set[str] = set()  # where files were renamed into
@@ -60,8 +62,9 @@ class FileWriter:
             t.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         for _ in self._threads:
             self._queue.put(None)
         # Shielded, even from a signal's cancellation: jobs handed over are finished before
@@ -173,7 +176,7 @@ def sync_folder(folder: str) -> None:
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class Spool:

@@ -31,9 +31,16 @@ from tests.helpers import (
 # connections (API before headers; downloads half before headers, half mid-body), 10% 429s,
 # 5% truncated bodies, 5% expired-URL refusals, and some slow answers.
 CHAOS_FAULTS = FaultRates(
-    api_5xx=0.15, api_drop=0.05, api_429=0.10, api_slow=0.10,
-    download_5xx=0.15, download_drop=0.025, download_drop_mid_body=0.025,
-    download_truncate=0.05, download_expired=0.05, download_slow=0.10,
+    api_5xx=0.15,
+    api_drop=0.05,
+    api_429=0.10,
+    api_slow=0.10,
+    download_5xx=0.15,
+    download_drop=0.025,
+    download_drop_mid_body=0.025,
+    download_truncate=0.05,
+    download_expired=0.05,
+    download_slow=0.10,
 )
 # The server's limit and the client's --rate keep the ratio of the defaults (Cloudflare's 1200
 # per window, rtk-export's 1000), on a one-second window so that the budget binds in seconds.
@@ -89,33 +96,53 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        return (not (self.lost or self.corrupt or self.leftovers or self.strays)
-                and self.rate_violations == 0 and self.early_after_retry_after == 0
-                and self.client_early == 0)
+        return (
+            not (self.lost or self.corrupt or self.leftovers or self.strays)
+            and self.rate_violations == 0
+            and self.early_after_retry_after == 0
+            and self.client_early == 0
+        )
 
 
-async def chaos_run(seed: int, n_pairs: int, root: Path, *, retry_after: float = 0,
-                    retry_after_grace: float = 0.0, concurrency: int = 16,
-                    timeout: float = 600) -> ChaosReport:
+async def chaos_run(
+    seed: int,
+    n_pairs: int,
+    root: Path,
+    *,
+    retry_after: float = 0,
+    retry_after_grace: float = 0.0,
+    concurrency: int = 16,
+    timeout: float = 600,
+) -> ChaosReport:
     """Export `n_pairs` under CHAOS_FAULTS with stand-in seed `seed`, then audit DIR."""
-    config = standin_config(faults=CHAOS_FAULTS, seed=seed, rate_limit=SERVER_LIMIT,
-                            retry_after=retry_after, retry_after_grace=retry_after_grace,
-                            slow_seconds=0.02)
+    config = standin_config(
+        faults=CHAOS_FAULTS,
+        seed=seed,
+        rate_limit=SERVER_LIMIT,
+        retry_after=retry_after,
+        retry_after_grace=retry_after_grace,
+        slow_seconds=0.02,
+    )
     todo = pairs(n_pairs, apps=7)
     root.mkdir(parents=True, exist_ok=True)
     sessions = write_sessions(root / "sessions.txt", todo)
     out = root / "out"
     async with run_standin(config) as server:
-        settings = make_settings(server, out, sessions, rate=CLIENT_RATE, retry=CHAOS_RETRY,
-                                 concurrency=concurrency,
-                                 timeouts=Timeouts(connect=5, api=5, read=5))
+        settings = make_settings(
+            server,
+            out,
+            sessions,
+            rate=CLIENT_RATE,
+            retry=CHAOS_RETRY,
+            concurrency=concurrency,
+            timeouts=Timeouts(connect=5, api=5, read=5),
+        )
         pacer = AuditedPacer(CLIENT_RATE)
         started = time.monotonic()
         with anyio.fail_after(timeout):  # a hang is a failure, not a stuck sweep
             result = await export(settings, pacer=pacer)
         seconds = time.monotonic() - started
-        expected = {(a, s): hashlib.sha256(server.expected_body(a, s)).hexdigest()
-                    for a, s in todo}
+        expected = {(a, s): hashlib.sha256(server.expected_body(a, s)).hexdigest() for a, s in todo}
         counters = server.state.counters
     last = {(x["app_id"], x["session_id"]): x for x in manifest_lines(out / "manifest.jsonl")}
     lost, corrupt = [], []
@@ -131,14 +158,23 @@ async def chaos_run(seed: int, n_pairs: int, root: Path, *, retry_after: float =
     named = {out / x["path"] for x in last.values() if x.get("path")} | {out / "manifest.jsonl"}
     files = [Path(d) / f for d, _, fs in os.walk(out) for f in fs]
     return ChaosReport(
-        seed=seed, pairs=n_pairs, seconds=seconds, statuses=Counter(result.stats.counts),
-        lost=lost, corrupt=corrupt,
+        seed=seed,
+        pairs=n_pairs,
+        seconds=seconds,
+        statuses=Counter(result.stats.counts),
+        lost=lost,
+        corrupt=corrupt,
         leftovers=[str(p) for p in files if is_temp_name(p.name)],
         strays=[str(p) for p in files if p not in named and not is_temp_name(p.name)],
         rate_violations=counters.rate_violations,
         early_after_retry_after=counters.early_after_retry_after,
         client_early=pacer.starts_inside_pauses(),
-        faults=Counter(counters.faults), api_requests=counters.api_requests,
+        faults=Counter(counters.faults),
+        api_requests=counters.api_requests,
         downloads=counters.downloads,
-        stats={"retries": result.stats.retries, "rate_limited": result.stats.rate_limited,
-               "url_refreshes": result.stats.url_refreshes})
+        stats={
+            "retries": result.stats.retries,
+            "rate_limited": result.stats.rate_limited,
+            "url_refreshes": result.stats.url_refreshes,
+        },
+    )

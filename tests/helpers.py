@@ -26,16 +26,22 @@ def standin_config(**kw: Any) -> StandinConfig:
     return StandinConfig(**kw)
 
 
-def make_settings(server: StandinServer, out: Path, sessions: Path | None = None,
-                  **kw: Any) -> Settings:
+def make_settings(
+    server: StandinServer, out: Path, sessions: Path | None = None, **kw: Any
+) -> Settings:
     kw.setdefault("retry", RetryPolicy.immediate())
     kw.setdefault("rate", Rate(1_000_000, 1.0))
     kw.setdefault("concurrency", 8)
     kw.setdefault("timeouts", Timeouts(connect=5, api=10, read=10))
-    return Settings(token=TOKEN, account_id=ACCOUNT, out_dir=out,
-                    manifest_path=kw.pop("manifest_path", out / "manifest.jsonl"),
-                    sessions=str(sessions) if sessions else None, base_url=server.base_url,
-                    **kw)
+    return Settings(
+        token=TOKEN,
+        account_id=ACCOUNT,
+        out_dir=out,
+        manifest_path=kw.pop("manifest_path", out / "manifest.jsonl"),
+        sessions=str(sessions) if sessions else None,
+        base_url=server.base_url,
+        **kw,
+    )
 
 
 def write_sessions(path: Path, pairs: list[tuple[str, str]], header: bool = False) -> Path:
@@ -64,12 +70,23 @@ def leftovers(out: Path) -> list[Path]:
 
 def cli_env(base_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
-    env.update(CLOUDFLARE_API_TOKEN=TOKEN, CLOUDFLARE_ACCOUNT_ID=ACCOUNT,
-               CLOUDFLARE_BASE_URL=base_url, PYTHONPATH=str(ROOT))
+    env.update(
+        CLOUDFLARE_API_TOKEN=TOKEN,
+        CLOUDFLARE_ACCOUNT_ID=ACCOUNT,
+        CLOUDFLARE_BASE_URL=base_url,
+        PYTHONPATH=str(ROOT),
+    )
     env.update(extra)
     return env
 
 
 def run_cli(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exporter", *args], env=env, text=True,
-                          capture_output=True, timeout=60, check=False, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        **kw,
+    )

@@ -19,8 +19,14 @@ from typing import Any
 from exporter import cli, writer
 from exporter.manifest import Manifest, Record
 
-POINTS = ("mid-download", "before-rename", "after-rename", "mid-manifest-line",
-          "after-manifest-line", "bug-in-client")
+POINTS = (
+    "mid-download",
+    "before-rename",
+    "after-rename",
+    "mid-manifest-line",
+    "after-manifest-line",
+    "bug-in-client",
+)
 
 
 def _die() -> None:
@@ -85,7 +91,8 @@ def plant(point: str, n: int) -> None:
                 token = os.environ["CLOUDFLARE_API_TOKEN"]
                 raise RuntimeError(
                     f"RequestInfo(url=URL('{url}'), method='GET', headers=<CIMultiDictProxy("
-                    f"'Authorization': 'Bearer {token}')>, real_url=URL('{url}'))")
+                    f"'Authorization': 'Bearer {token}')>, real_url=URL('{url}'))"
+                )
             return real_link(kind, body)
 
         real_link = client.link_from_answer

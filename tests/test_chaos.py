@@ -40,8 +40,16 @@ async def test_chaos_run_loses_and_corrupts_nothing(fast_dir: Path, seed: int) -
     assert report.rate_violations == 0 and report.early_after_retry_after == 0
     assert report.client_early == 0
     # The faults really happened (the stand-in counted them), each kind many times.
-    for kind in ("api_5xx", "api_drop", "api_429", "download_5xx", "download_drop",
-                 "download_drop_mid_body", "download_truncate", "download_expired"):
+    for kind in (
+        "api_5xx",
+        "api_drop",
+        "api_429",
+        "download_5xx",
+        "download_drop",
+        "download_drop_mid_body",
+        "download_truncate",
+        "download_expired",
+    ):
         assert report.faults[kind] >= 20, (kind, report.faults)
 
 
@@ -56,7 +64,8 @@ async def test_retry_after_is_honoured_under_chaos(fast_dir: Path) -> None:
 
 
 async def test_the_early_counter_catches_a_client_that_ignores_retry_after(
-        fast_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The checks above can fail: with the pacer's pause switched off, the server counts early
     requests and the audit of the client's own starts finds them too."""
     monkeypatch.setattr(Pacer, "pause", lambda self, seconds: None)

@@ -29,14 +29,18 @@ URL_KINDS = ("/chat", "/transcript", "/summary")
 
 @pytest.fixture
 def server() -> Iterator[StandinServer]:
-    with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT, sessions=CATALOGUE,
-                                         accept_any=False)) as srv:
+    with standin_in_thread(
+        StandinConfig(token=TOKEN, account_id=ACCOUNT, sessions=CATALOGUE, accept_any=False)
+    ) as srv:
         yield srv
 
 
 def url_requests(server: StandinServer) -> list[str]:
-    return [r.path for r in server.state.records()
-            if r.route == "download" or r.path.endswith(URL_KINDS)]
+    return [
+        r.path
+        for r in server.state.records()
+        if r.route == "download" or r.path.endswith(URL_KINDS)
+    ]
 
 
 def test_discovery_from_the_command_line(server: StandinServer, tmp_path: Path) -> None:
@@ -50,7 +54,10 @@ def test_discovery_from_the_command_line(server: StandinServer, tmp_path: Path) 
     assert doc["counts"] == {"exported": 5, "unavailable": 1}
     assert doc["api_requests"] == 2 + 6
     assert sorted(p.name for p in (out / "app1").iterdir()) == [
-        "s1.csv", "s1.summary.txt", "s2.csv"]
+        "s1.csv",
+        "s1.summary.txt",
+        "s2.csv",
+    ]
     state = json.loads((out / STATE_NAME).read_text())
     assert state["apps"]["app1"]["live"] == ["s3"]
     last_run = parse_when(state["apps"]["app1"]["last_run"], NOW)
@@ -63,8 +70,7 @@ def test_discovery_from_the_command_line(server: StandinServer, tmp_path: Path) 
     assert "status" not in listing.query  # LIVE and ENDED both listed, sorted here
 
 
-def test_dry_run_of_a_sessions_file_requests_no_url(server: StandinServer,
-                                                    tmp_path: Path) -> None:
+def test_dry_run_of_a_sessions_file_requests_no_url(server: StandinServer, tmp_path: Path) -> None:
     """--dry-run prints the plan (to export, to skip by kind, invalid lines, requests, time)
     on standard output, writes nothing and makes no request at all for SESSIONS."""
     out = tmp_path / "out"
@@ -73,8 +79,19 @@ def test_dry_run_of_a_sessions_file_requests_no_url(server: StandinServer,
     sessions.write_text("app1 s1\napp1 s2\nnot a pair\n", encoding="utf-8")
     before = len(server.state.records())
     manifest = (out / "manifest.jsonl").read_text()
-    proc = run_cli([str(sessions), "--out", str(out), "--dry-run", "--include",
-                    "chat,transcript", "--rate", "4/1s"], cli_env(server.base_url))
+    proc = run_cli(
+        [
+            str(sessions),
+            "--out",
+            str(out),
+            "--dry-run",
+            "--include",
+            "chat,transcript",
+            "--rate",
+            "4/1s",
+        ],
+        cli_env(server.base_url),
+    )
     assert proc.returncode == 1, proc.stderr  # the invalid line
     assert len(server.state.records()) == before
     assert (out / "manifest.jsonl").read_text() == manifest
@@ -84,12 +101,15 @@ def test_dry_run_of_a_sessions_file_requests_no_url(server: StandinServer,
     assert "--rate 4/1s" in plan
 
 
-def test_dry_run_of_discovery_lists_but_requests_no_url(server: StandinServer,
-                                                        tmp_path: Path) -> None:
+def test_dry_run_of_discovery_lists_but_requests_no_url(
+    server: StandinServer, tmp_path: Path
+) -> None:
     """With --app, --dry-run lists the sessions (and nothing else) and plans per app."""
     out = tmp_path / "out"
-    proc = run_cli(["--app", "app1", "--out", str(out), "--dry-run", "--include",
-                    "chat,transcript,summary"], cli_env(server.base_url))
+    proc = run_cli(
+        ["--app", "app1", "--out", str(out), "--dry-run", "--include", "chat,transcript,summary"],
+        cli_env(server.base_url),
+    )
     assert proc.returncode == 0, proc.stderr
     assert url_requests(server) == []
     assert [r.path for r in server.state.records()] == [server.api_path("app1")]
@@ -101,24 +121,47 @@ def test_dry_run_of_discovery_lists_but_requests_no_url(server: StandinServer,
 def test_demo_shows_discovery(tmp_path: Path) -> None:
     """`rtk-export demo --discover` runs two discovery runs against the stand-in, exit 0."""
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "exporter", "demo", "--discover", "--out",
-                           str(out)], capture_output=True, text=True, timeout=60, check=False,
-                          env=cli_env("http://unused"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "demo", "--discover", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=cli_env("http://unused"),
+    )
     assert proc.returncode == 0, proc.stderr
     lines = manifest_lines(out / "manifest.jsonl")
     assert {x["kind"] for x in lines} == {"chat", "transcript", "summary"}
     assert "LIVE remembered" in proc.stderr and "skipped" in proc.stderr
-    verify = subprocess.run([sys.executable, "-m", "exporter", "verify", str(out)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    verify = subprocess.run(
+        [sys.executable, "-m", "exporter", "verify", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_dry_run_with_summary_on_stdout_logs_the_plan(server: StandinServer,
-                                                      tmp_path: Path) -> None:
+def test_dry_run_with_summary_on_stdout_logs_the_plan(
+    server: StandinServer, tmp_path: Path
+) -> None:
     """With --summary-json -, stdout holds the JSON object alone; the plan goes to stderr as
     log lines in the chosen format."""
-    proc = run_cli(["--app", "app1", "--out", str(tmp_path / "out"), "--dry-run",
-                    "--summary-json", "-", "--log-format", "json"], cli_env(server.base_url))
+    proc = run_cli(
+        [
+            "--app",
+            "app1",
+            "--out",
+            str(tmp_path / "out"),
+            "--dry-run",
+            "--summary-json",
+            "-",
+            "--log-format",
+            "json",
+        ],
+        cli_env(server.base_url),
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["exit_code"] == 0
     events = [json.loads(line) for line in proc.stderr.splitlines()]

@@ -16,10 +16,17 @@ from exporter.errors import (
 from exporter.http import parse_expiry, parse_retry_after
 from exporter.urls import download_url_problem, redact
 
-V4 = json.dumps({"success": False, "errors": [{"code": 7003, "message": "No route"}],
-                 "messages": [], "result": None}).encode()
-RTK = json.dumps({"success": False, "error": {"code": 404, "message": "Session not found"}}
-                 ).encode()
+V4 = json.dumps(
+    {
+        "success": False,
+        "errors": [{"code": 7003, "message": "No route"}],
+        "messages": [],
+        "result": None,
+    }
+).encode()
+RTK = json.dumps(
+    {"success": False, "error": {"code": 404, "message": "Session not found"}}
+).encode()
 
 
 @pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504, 599])
@@ -53,8 +60,9 @@ def test_401_is_an_auth_error() -> None:
 
 def test_403_saying_authentication_is_an_auth_error() -> None:
     """A 403 whose error is about authentication stops the run."""
-    body = json.dumps({"success": False, "errors": [{"code": 10000,
-                                                     "message": "Authentication error"}]})
+    body = json.dumps(
+        {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]}
+    )
     assert isinstance(error_from_answer(403, body.encode(), {}), AuthError)
 
 
@@ -82,8 +90,7 @@ def test_retry_after_forms() -> None:
     """retry-after-ms wins; then seconds; then an HTTP date relative to now."""
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({"retry-after": "7"}) == 7.0
-    when = parse_retry_after({"retry-after": "Sun, 06 Nov 1994 08:49:37 GMT"},
-                             now=784111777.0 - 20)
+    when = parse_retry_after({"retry-after": "Sun, 06 Nov 1994 08:49:37 GMT"}, now=784111777.0 - 20)
     assert when == 20.0
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
@@ -100,9 +107,15 @@ def test_absurd_retry_after_is_bounded() -> None:
 
 def test_chat_link_is_read_with_its_expiry() -> None:
     """The chat answer's URL and RFC 3339 expiry become a Link."""
-    body = json.dumps({"success": True, "data": {
-        "chat_download_url": "https://s3.example/x.csv?sig=1",
-        "chat_download_url_expiry": "2026-11-28T06:00:00.000Z"}}).encode()
+    body = json.dumps(
+        {
+            "success": True,
+            "data": {
+                "chat_download_url": "https://s3.example/x.csv?sig=1",
+                "chat_download_url_expiry": "2026-11-28T06:00:00.000Z",
+            },
+        }
+    ).encode()
     link = link_from_answer("chat", body)
     assert link.url.endswith("sig=1")
     assert link.expires_at == parse_expiry("2026-11-28T06:00:00Z")
@@ -110,12 +123,27 @@ def test_chat_link_is_read_with_its_expiry() -> None:
     assert not link.usable_for(10, now=link.expires_at - 9)
 
 
-@pytest.mark.parametrize(("kind", "data"), [
-    ("transcript", {"sessionId": "s", "transcript_download_url": "https://h/t",
-                    "transcript_download_url_expiry": "2026-11-28T06:00:00Z"}),
-    ("summary", {"sessionId": "s", "summaryDownloadUrl": "https://h/t",
-                 "summaryDownloadUrlExpiry": "2026-11-28T06:00:00Z"}),
-])
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        (
+            "transcript",
+            {
+                "sessionId": "s",
+                "transcript_download_url": "https://h/t",
+                "transcript_download_url_expiry": "2026-11-28T06:00:00Z",
+            },
+        ),
+        (
+            "summary",
+            {
+                "sessionId": "s",
+                "summaryDownloadUrl": "https://h/t",
+                "summaryDownloadUrlExpiry": "2026-11-28T06:00:00Z",
+            },
+        ),
+    ],
+)
 def test_transcript_and_summary_keys(kind: str, data: dict[str, str]) -> None:
     """Transcript and summary answers name their URL with their own keys."""
     link = link_from_answer(kind, json.dumps({"success": True, "data": data}).encode())
@@ -123,13 +151,16 @@ def test_transcript_and_summary_keys(kind: str, data: dict[str, str]) -> None:
     assert link.expires_at is not None
 
 
-@pytest.mark.parametrize(("body", "words"), [
-    (b"<html>502</html>", "not JSON"),
-    (b"[]", "not a JSON object"),
-    (b'{"success": true}', "no 'data'"),
-    (b'{"success": true, "data": {}}', "no chat_download_url"),
-    (b'{"success": false, "errors": [{"code": 1, "message": "nope"}]}', "success:false"),
-])
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"<html>502</html>", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"success": true}', "no 'data'"),
+        (b'{"success": true, "data": {}}', "no chat_download_url"),
+        (b'{"success": false, "errors": [{"code": 1, "message": "nope"}]}', "success:false"),
+    ],
+)
 def test_malformed_answers_are_permanent_and_say_why(body: bytes, words: str) -> None:
     """A 200 that is not a usable answer is a permanent error naming what is wrong."""
     with pytest.raises(PermanentError, match=words):
@@ -138,22 +169,27 @@ def test_malformed_answers_are_permanent_and_say_why(body: bytes, words: str) ->
 
 def test_unparseable_expiry_is_unknown_not_an_error() -> None:
     """An expiry that cannot be read makes the link single-use, not a failure."""
-    body = b'{"success": true, "data": {"chat_download_url": "https://h/x", ' \
-           b'"chat_download_url_expiry": "tomorrow-ish"}}'
+    body = (
+        b'{"success": true, "data": {"chat_download_url": "https://h/x", '
+        b'"chat_download_url_expiry": "tomorrow-ish"}}'
+    )
     link = link_from_answer("chat", body)
     assert link.expires_at is None and not link.usable_for(0)
 
 
-@pytest.mark.parametrize(("url", "ok"), [
-    ("https://bucket.s3.amazonaws.com/a.csv?X-Amz-Signature=1", True),
-    ("http://127.0.0.1:8080/a.csv", True),
-    ("http://[::1]:8080/a.csv", True),
-    ("http://localhost/a.csv", True),
-    ("http://bucket.s3.amazonaws.com/a.csv", False),
-    ("ftp://127.0.0.1/a.csv", False),
-    ("file:///etc/passwd", False),
-    ("https:///nohost", False),
-])
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://bucket.s3.amazonaws.com/a.csv?X-Amz-Signature=1", True),
+        ("http://127.0.0.1:8080/a.csv", True),
+        ("http://[::1]:8080/a.csv", True),
+        ("http://localhost/a.csv", True),
+        ("http://bucket.s3.amazonaws.com/a.csv", False),
+        ("ftp://127.0.0.1/a.csv", False),
+        ("file:///etc/passwd", False),
+        ("https:///nohost", False),
+    ],
+)
 def test_download_urls_must_be_https_or_loopback(url: str, ok: bool) -> None:
     """Only https, or plain http to a loopback address, may be downloaded."""
     assert (download_url_problem(url) is None) is ok
@@ -161,5 +197,7 @@ def test_download_urls_must_be_https_or_loopback(url: str, ok: bool) -> None:
 
 def test_redact_drops_the_query() -> None:
     """A presigned URL is logged without its query string."""
-    assert redact("https://h.example:8443/p/a.csv?X-Amz-Signature=secret#f") == \
-        "https://h.example:8443/p/a.csv"
+    assert (
+        redact("https://h.example:8443/p/a.csv?X-Amz-Signature=secret#f")
+        == "https://h.example:8443/p/a.csv"
+    )

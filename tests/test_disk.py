@@ -22,15 +22,23 @@ from tests.helpers import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, wr
 def file_size_limit(limit: int) -> Callable[[], None]:
     def set_limit() -> None:  # runs in the child, before exec
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return set_limit
 
 
-def run_limited(args: list[str], server: StandinServer,
-                limit: int) -> subprocess.CompletedProcess[str]:
+def run_limited(
+    args: list[str], server: StandinServer, limit: int
+) -> subprocess.CompletedProcess[str]:
     env = cli_env(server.base_url, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([sys.executable, "-m", "exporter", *args], env=env, text=True,
-                          capture_output=True, timeout=60, check=False,
-                          preexec_fn=file_size_limit(limit))
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        preexec_fn=file_size_limit(limit),
+    )
 
 
 def whole_lines(manifest: Path) -> list[dict[str, object]]:
@@ -47,13 +55,15 @@ SIZES = [(300_000, 100_000), (IN_MEMORY + 500_000, IN_MEMORY + 200_000)]
 @pytest.fixture(scope="module", params=SIZES, ids=["held", "spilled"])
 def big_bodies(request: pytest.FixtureRequest) -> Iterator[tuple[StandinServer, int]]:
     size, limit = request.param
-    with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT,
-                                         chat_bytes=size)) as server:
+    with standin_in_thread(
+        StandinConfig(token=TOKEN, account_id=ACCOUNT, chat_bytes=size)
+    ) as server:
         yield server, limit
 
 
-def test_disk_full_mid_download_stops_with_exit_2(big_bodies: tuple[StandinServer, int],
-                                                  tmp_path: Path) -> None:
+def test_disk_full_mid_download_stops_with_exit_2(
+    big_bodies: tuple[StandinServer, int], tmp_path: Path
+) -> None:
     """A CSV on a disk that takes less than its size: exit 2 naming the cause; the lines of the
     earlier run stay valid; no partial file under a final name; the rerun finishes the job."""
     server, limit = big_bodies
@@ -124,10 +134,12 @@ if _sysfs_refuses_files():
     UNWRITABLE.append(("out refuses new files", ["--out", "/sys"], "cannot write to /sys"))
 
 
-@pytest.mark.parametrize(("extra", "words"), [u[1:] for u in UNWRITABLE],
-                         ids=[u[0] for u in UNWRITABLE])
-def test_unwritable_output_fails_before_any_request(live: StandinServer, tmp_path: Path,
-                                                    extra: list[str], words: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "words"), [u[1:] for u in UNWRITABLE], ids=[u[0] for u in UNWRITABLE]
+)
+def test_unwritable_output_fails_before_any_request(
+    live: StandinServer, tmp_path: Path, extra: list[str], words: str
+) -> None:
     """An --out or --manifest that cannot be written: exit 2, one clear line, no request.
     (Tests run as root, for whom modes do not stop writes; these paths refuse anyway.)"""
     sessions = write_sessions(tmp_path / "s.txt", pairs(3))
@@ -142,7 +154,8 @@ def test_unwritable_output_fails_before_any_request(live: StandinServer, tmp_pat
 
 
 async def test_a_folder_that_cannot_be_synced_at_the_end_fails_the_run(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every file landed, but their folder's fsync failed (EIO): the renames may not survive a
     power cut, so the run reports a DiskError (exit 2), naming the folder; the lines stay."""
     import errno

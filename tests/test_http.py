@@ -24,16 +24,23 @@ def _connector_error() -> aiohttp.ClientConnectorError:
     return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
 
 
-@pytest.mark.parametrize(("raised", "expected", "words"), [
-    (aiohttp.ClientPayloadError("cut"), IncompleteDownload,
-     "download failed: connection broke while reading the body"),
-    (TimeoutError(), TransientError, "download failed: timed out"),
-    (aiohttp.ServerDisconnectedError(), TransientError, "server closed the connection"),
-    (_connector_error(), TransientError, "cannot connect to 127.0.0.1:9 (Connection refused)"),
-    (aiohttp.ClientOSError(104, "reset"), TransientError, "download failed: ClientOSError"),
-])
-def test_transport_failures_map_to_the_error_tree(raised: BaseException,
-                                                  expected: type[Exception], words: str) -> None:
+@pytest.mark.parametrize(
+    ("raised", "expected", "words"),
+    [
+        (
+            aiohttp.ClientPayloadError("cut"),
+            IncompleteDownload,
+            "download failed: connection broke while reading the body",
+        ),
+        (TimeoutError(), TransientError, "download failed: timed out"),
+        (aiohttp.ServerDisconnectedError(), TransientError, "server closed the connection"),
+        (_connector_error(), TransientError, "cannot connect to 127.0.0.1:9 (Connection refused)"),
+        (aiohttp.ClientOSError(104, "reset"), TransientError, "download failed: ClientOSError"),
+    ],
+)
+def test_transport_failures_map_to_the_error_tree(
+    raised: BaseException, expected: type[Exception], words: str
+) -> None:
     """Each aiohttp failure becomes one ExportError, its message naming no URL."""
     with pytest.raises(expected) as caught, transport_errors("download failed"):
         raise raised

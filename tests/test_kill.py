@@ -18,13 +18,16 @@ from tests.helpers import ACCOUNT, TOKEN, cli_env, leftovers, pairs, run_cli, wr
 
 N = 40
 # Slow downloads stretch a run to about a second, so that random kills land inside it.
-SLOW = StandinConfig(token=TOKEN, account_id=ACCOUNT, slow_seconds=0.06,
-                     faults=FaultRates(download_slow=1.0))
-PLANTED = [("mid-download", n) for n in (1, 4, 11, 23)] + \
-    [("before-rename", n) for n in (1, 6, 17)] + \
-    [("after-rename", n) for n in (1, 9, 30)] + \
-    [("mid-manifest-line", n) for n in (1, 2, 14, 35)] + \
-    [("after-manifest-line", n) for n in (3, 20)]
+SLOW = StandinConfig(
+    token=TOKEN, account_id=ACCOUNT, slow_seconds=0.06, faults=FaultRates(download_slow=1.0)
+)
+PLANTED = (
+    [("mid-download", n) for n in (1, 4, 11, 23)]
+    + [("before-rename", n) for n in (1, 6, 17)]
+    + [("after-rename", n) for n in (1, 9, 30)]
+    + [("mid-manifest-line", n) for n in (1, 2, 14, 35)]
+    + [("after-manifest-line", n) for n in (3, 20)]
+)
 # From 0.2 s (still starting up) to 0.7 s (mid-run); a run takes over a second (start-up,
 # then 40 downloads of 60 ms each, 4 at a time).
 RANDOM_DELAYS = random.Random(7).sample([round(0.2 + 0.1 * i, 1) for i in range(6)], 6)
@@ -57,8 +60,9 @@ def check_rerun(server: StandinServer, tmp_path: Path, args: list[str], out: Pat
         final = out / app / f"{sid}.csv"
         if final.exists():
             assert final.read_bytes() == server.expected_body(app, sid), final
-    done = {k for k, v in finished_lines(out / "manifest.jsonl").items()
-            if v["status"] == "exported"}
+    done = {
+        k for k, v in finished_lines(out / "manifest.jsonl").items() if v["status"] == "exported"
+    }
     seen = len(server.state.records("download"))
     rerun = run_cli(args, cli_env(server.base_url))
     assert rerun.returncode == 0, rerun.stderr
@@ -74,16 +78,23 @@ def check_rerun(server: StandinServer, tmp_path: Path, args: list[str], out: Pat
 
 
 @pytest.mark.parametrize(("point", "n"), PLANTED, ids=[f"{p}-{n}" for p, n in PLANTED])
-def test_kill_9_at_a_planted_point_then_rerun(slow_server: StandinServer, tmp_path: Path,
-                                              point: str, n: int) -> None:
+def test_kill_9_at_a_planted_point_then_rerun(
+    slow_server: StandinServer, tmp_path: Path, point: str, n: int
+) -> None:
     """SIGKILL at the n-th pass through a point (a body half written, a complete temporary
     file, a renamed file with no manifest line, half a manifest line): the rerun repairs all."""
     sessions = write_sessions(tmp_path / "s.txt", pairs(N))
     out = tmp_path / "out"
     args = [str(sessions), "--out", str(out), "--concurrency", "4"]
     env = cli_env(slow_server.base_url, RTK_KILL_AT=f"{point}:{n}")
-    killed = subprocess.run([sys.executable, "-m", "tests.kill_harness", *args], env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.kill_harness", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert killed.returncode == -9, killed.stderr  # the planted kill did happen
     if point in ("mid-download", "before-rename"):
         assert leftovers(out), "the kill should have left a temporary file for the rerun"
@@ -91,16 +102,20 @@ def test_kill_9_at_a_planted_point_then_rerun(slow_server: StandinServer, tmp_pa
 
 
 @pytest.mark.parametrize("delay", RANDOM_DELAYS)
-def test_kill_9_after_a_random_delay_then_rerun(slow_server: StandinServer, tmp_path: Path,
-                                                delay: float) -> None:
+def test_kill_9_after_a_random_delay_then_rerun(
+    slow_server: StandinServer, tmp_path: Path, delay: float
+) -> None:
     """SIGKILL from outside at a random moment of a run (start-up included): the rerun
     repairs all and downloads nothing finished before the kill."""
     sessions = write_sessions(tmp_path / "s.txt", pairs(N))
     out = tmp_path / "out"
     args = [str(sessions), "--out", str(out), "--concurrency", "4"]
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", *args],
-                            env=cli_env(slow_server.base_url), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", *args],
+        env=cli_env(slow_server.base_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(delay)  # the moment of the kill is what this test varies
     proc.kill()
     assert proc.wait(timeout=30) == -9  # killed, not finished

@@ -26,8 +26,12 @@ def _imports(path: Path) -> set[str]:
     """Modules of the package imported anywhere in `path` (inside functions too), except
     under `if TYPE_CHECKING:`, which costs nothing at run time."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-            and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -42,8 +46,11 @@ def _imports(path: Path) -> set[str]:
     return {m for m in found if m in MODULES and m != "exporter"}
 
 
-GRAPH = {name: _imports(path) for name, path in MODULES.items()
-         if not name.startswith("exporter.standin")}
+GRAPH = {
+    name: _imports(path)
+    for name, path in MODULES.items()
+    if not name.startswith("exporter.standin")
+}
 
 
 @cache
@@ -85,7 +92,10 @@ def test_the_names_kept_in_dir_are_spelled_in_the_archive_module() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 text = node.value
-                if (text.startswith(".rtk-export") or text.endswith(".part")
-                        or text == "manifest.jsonl"):
+                if (
+                    text.startswith(".rtk-export")
+                    or text.endswith(".part")
+                    or text == "manifest.jsonl"
+                ):
                     offenders.append((name, text))
     assert offenders == []

@@ -17,8 +17,17 @@ from exporter.times import rfc3339_utc
 
 
 def rec(app: str, sid: str, status: str = "exported", kind: str = "chat") -> Record:
-    return record(app_id=app, session_id=sid, kind=kind, status=status, run_id="r1",
-                  attempts=2, path=f"{app}/{sid}.csv", size=10, sha256="ab" * 32)
+    return record(
+        app_id=app,
+        session_id=sid,
+        kind=kind,
+        status=status,
+        run_id="r1",
+        attempts=2,
+        path=f"{app}/{sid}.csv",
+        size=10,
+        sha256="ab" * 32,
+    )
 
 
 def test_lines_are_flushed_as_appended(tmp_path: Path) -> None:
@@ -49,7 +58,8 @@ def test_the_last_line_of_a_unit_wins(tmp_path: Path) -> None:
 
 
 def test_a_torn_last_line_is_ignored_and_not_glued_to_the_next(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A line cut by kill -9 is reported with its number; the next run starts a fresh line."""
     path = tmp_path / "m.jsonl"
     good = json.dumps(rec("a", "s1").to_json())
@@ -66,12 +76,22 @@ def test_a_torn_last_line_is_ignored_and_not_glued_to_the_next(
 
 
 def test_garbage_and_unknown_status_are_reported_by_line(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A garbage line and an unknown status are named by line number; the run goes on."""
     path = tmp_path / "m.jsonl"
     odd = dict(rec("a", "s2").to_json(), status="archived?")
-    path.write_text("\n".join([json.dumps(rec("a", "s1").to_json()), "{not json", json.dumps(odd),
-                               json.dumps({"hello": 1})]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(rec("a", "s1").to_json()),
+                "{not json",
+                json.dumps(odd),
+                json.dumps({"hello": 1}),
+            ]
+        )
+        + "\n"
+    )
     m = Manifest(path)
     with caplog.at_level(logging.WARNING):
         m.load()
@@ -87,12 +107,20 @@ def test_garbage_and_unknown_status_are_reported_by_line(
 
 def test_error_records_hold_kind_message_and_status(tmp_path: Path) -> None:
     """A failed unit's `error` is {kind, message, http_status}."""
-    r = record(app_id="a", session_id="s", kind="chat", status="failed", run_id="r",
-               error=PermanentError("HTTP 404: Session not found", http_status=404))
-    assert r.error == {"kind": "permanent", "message": "HTTP 404: Session not found",
-                          "http_status": 404}
+    r = record(
+        app_id="a",
+        session_id="s",
+        kind="chat",
+        status="failed",
+        run_id="r",
+        error=PermanentError("HTTP 404: Session not found", http_status=404),
+    )
+    assert r.error == {
+        "kind": "permanent",
+        "message": "HTTP 404: Session not found",
+        "http_status": 404,
+    }
     assert r.path is None and r.bytes is None and r.sha256 is None
-
 
 
 @given(st.lists(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False), max_size=20))
@@ -113,8 +141,12 @@ def test_recent_failures_come_from_the_loading_pass(tmp_path: Path) -> None:
     """The failed units are collected while the index is built: asking for them reads the
     file no more (it may be gone), and a later line of the unit cancels its failure."""
     path = tmp_path / "m.jsonl"
-    lines = [rec("a", "s1", "failed"), rec("a", "s2", "failed"), rec("a", "s2", "exported"),
-             rec("b", "s3", "failed")]
+    lines = [
+        rec("a", "s1", "failed"),
+        rec("a", "s2", "failed"),
+        rec("a", "s2", "exported"),
+        rec("b", "s3", "failed"),
+    ]
     path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in lines))
     m = Manifest(path)
     m.load()

@@ -19,8 +19,7 @@ START = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 def sessions(n: int) -> tuple[SessionSpec, ...]:
-    return tuple(SessionSpec("app1", f"s{i:03d}", START + timedelta(minutes=i))
-                 for i in range(n))
+    return tuple(SessionSpec("app1", f"s{i:03d}", START + timedelta(minutes=i)) for i in range(n))
 
 
 async def collect(server: StandinServer, tmp_path: Path, per_page: int) -> tuple[list[Page], Stats]:
@@ -47,8 +46,11 @@ async def test_pages_are_followed_to_the_end_at_the_asked_size(standin, tmp_path
 async def test_a_server_ignoring_page_no_is_an_error_not_a_loop(standin, tmp_path: Path) -> None:
     """The same full page again and again: the first page is given, then a PermanentError
     saying the server ignores page_no; two requests in all."""
-    page = {"success": True, "paging": {"total_count": 50},
-            "data": {"sessions": [s.to_json("org") for s in sessions(2)]}}
+    page = {
+        "success": True,
+        "paging": {"total_count": 50},
+        "data": {"sessions": [s.to_json("org") for s in sessions(2)]},
+    }
     async with standin(sessions=sessions(2)) as server:
         server.script(server.api_path("app1"), *[CannedResponse(200, body=page)] * 5)
         settings = make_settings(server, tmp_path)
@@ -62,7 +64,8 @@ async def test_a_server_ignoring_page_no_is_an_error_not_a_loop(standin, tmp_pat
 
 
 async def test_a_short_first_page_repeated_means_it_held_everything(
-        standin, tmp_path: Path) -> None:
+    standin, tmp_path: Path
+) -> None:
     """Without paging fields, a short page 1 repeated by page 2 was the whole listing."""
     page = {"success": True, "data": {"sessions": [s.to_json("org") for s in sessions(2)]}}
     async with standin(sessions=sessions(2)) as server:

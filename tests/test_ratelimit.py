@@ -27,12 +27,17 @@ def max_in_window(times: list[float], window: float) -> int:
 @given(
     n=st.integers(min_value=1, max_value=8),
     w=st.floats(min_value=0.5, max_value=30),
-    events=st.lists(st.tuples(st.floats(min_value=0, max_value=5),
-                              st.one_of(st.none(), st.floats(min_value=0, max_value=60))),
-                    max_size=60),
+    events=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=5),
+            st.one_of(st.none(), st.floats(min_value=0, max_value=60)),
+        ),
+        max_size=60,
+    ),
 )
-def test_no_window_holds_more_than_the_budget(n: int, w: float,
-                                              events: list[tuple[float, float | None]]) -> None:
+def test_no_window_holds_more_than_the_budget(
+    n: int, w: float, events: list[tuple[float, float | None]]
+) -> None:
     """Whatever the arrivals and pauses, at most N starts fall in any window of W seconds,
     no start falls inside a pause, and no start waits longer than it must."""
     clock = FakeClock()
@@ -49,8 +54,7 @@ def test_no_window_holds_more_than_the_budget(n: int, w: float,
             arrived = clock.now
             await pacer.acquire()
             assert clock.now >= pause_until
-            earliest = max(arrived, pause_until,
-                           starts[-n] + w if len(starts) >= n else arrived)
+            earliest = max(arrived, pause_until, starts[-n] + w if len(starts) >= n else arrived)
             assert abs(clock.now - earliest) < 1e-6, "waited longer than the budget requires"
             starts.append(clock.now)
 

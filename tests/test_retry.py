@@ -72,8 +72,9 @@ async def test_a_permanent_error_is_not_retried() -> None:
 
 async def test_a_retry_after_is_honoured_up_to_its_cap() -> None:
     """A Retry-After longer than the back-off sets the wait; one past max_retry_after is cut."""
-    _, sleeps, _, _ = await run(Script(TransientError("503", retry_after=20),
-                                       TransientError("503", retry_after=3600)))
+    _, sleeps, _, _ = await run(
+        Script(TransientError("503", retry_after=20), TransientError("503", retry_after=3600))
+    )
     assert list(sleeps) == [20, 60]
 
 

@@ -32,49 +32,97 @@ def chaotic() -> Iterator[StandinServer]:
     # doubling) would make long failure streaks slow, and this is about what is written.
     rates = {name: rate / 2 for name, rate in vars(CHAOS_FAULTS).items()}
     faults = FaultRates(**{**rates, "download_stall": 0.05})
-    config = StandinConfig(token=TOKEN, account_id=ACCOUNT, faults=faults, seed=11,
-                           rate_limit=(1200, 1.0), retry_after=0, slow_seconds=0.02,
-                           stall_seconds=1.0)
+    config = StandinConfig(
+        token=TOKEN,
+        account_id=ACCOUNT,
+        faults=faults,
+        seed=11,
+        rate_limit=(1200, 1.0),
+        retry_after=0,
+        slow_seconds=0.02,
+        stall_seconds=1.0,
+    )
     with standin_in_thread(config) as server:
         yield server
 
 
 def everything_written(out: Path, *procs: subprocess.CompletedProcess[str]) -> str:
     texts = [p.stdout + p.stderr for p in procs]
-    texts += [f.read_text("utf-8", "replace") for f in out.rglob("*") if f.is_file()
-              and not f.name.endswith(".csv")]
+    texts += [
+        f.read_text("utf-8", "replace")
+        for f in out.rglob("*")
+        if f.is_file() and not f.name.endswith(".csv")
+    ]
     return "\n".join(texts)
 
 
 def signatures(server: StandinServer) -> set[str]:
     """Every signature the stand-in issued, read back from the downloads it received."""
-    return {r.query["X-Amz-Signature"] for r in server.state.records("download")
-            if "X-Amz-Signature" in r.query}
+    return {
+        r.query["X-Amz-Signature"]
+        for r in server.state.records("download")
+        if "X-Amz-Signature" in r.query
+    }
 
 
 def test_no_secret_leaks_under_every_fault(chaotic: StandinServer, tmp_path: Path) -> None:
     """Chaos, stalls, answers echoing the token (400, success:false), a plain-http URL with a
     signature: all logged at -v in text and JSON; no token, no signature anywhere."""
     server = chaotic
-    todo = [*pairs(60), ("hostile", "s-echo-400"), ("hostile", "s-echo-200"),
-            ("hostile", "s-http")]
+    todo = [*pairs(60), ("hostile", "s-echo-400"), ("hostile", "s-echo-200"), ("hostile", "s-http")]
     sessions = write_sessions(tmp_path / "s.txt", todo)
     procs = []
     for fmt in ("text", "json"):
         for sid, canned in (
-                ("s-echo-400", CannedResponse(400, body={"success": False, "errors": [
-                    {"code": 400, "message": ECHO}]})),
-                ("s-echo-200", CannedResponse(body={"success": False, "error": {
-                    "code": 1, "message": ECHO}})),
-                ("s-http", CannedResponse(body={"success": True, "data": {
-                    "chat_download_url": "http://198.51.100.7/c.csv?X-Amz-Signature="
-                    + "ab" * 32, "chat_download_url_expiry": "2099-01-01T00:00:00Z"}}))):
+            (
+                "s-echo-400",
+                CannedResponse(
+                    400, body={"success": False, "errors": [{"code": 400, "message": ECHO}]}
+                ),
+            ),
+            (
+                "s-echo-200",
+                CannedResponse(body={"success": False, "error": {"code": 1, "message": ECHO}}),
+            ),
+            (
+                "s-http",
+                CannedResponse(
+                    body={
+                        "success": True,
+                        "data": {
+                            "chat_download_url": "http://198.51.100.7/c.csv?X-Amz-Signature="
+                            + "ab" * 32,
+                            "chat_download_url_expiry": "2099-01-01T00:00:00Z",
+                        },
+                    }
+                ),
+            ),
+        ):
             server.script(server.api_path("hostile", sid, "chat"), canned)
         out = tmp_path / f"out-{fmt}"
-        procs.append(run_cli([str(sessions), "--out", str(out), "-v", "--log-format", fmt,
-                              "--rate", "1000/1s", "--max-attempts", "25",
-                              "--read-timeout", "0.2", "--summary-json", str(out / "sum.json"),
-                              "--metrics-file", str(out / "m.prom")], cli_env(server.base_url)))
+        procs.append(
+            run_cli(
+                [
+                    str(sessions),
+                    "--out",
+                    str(out),
+                    "-v",
+                    "--log-format",
+                    fmt,
+                    "--rate",
+                    "1000/1s",
+                    "--max-attempts",
+                    "25",
+                    "--read-timeout",
+                    "0.2",
+                    "--summary-json",
+                    str(out / "sum.json"),
+                    "--metrics-file",
+                    str(out / "m.prom"),
+                ],
+                cli_env(server.base_url),
+            )
+        )
         assert procs[-1].returncode == 1, procs[-1].stderr  # the three hostile pairs failed
     written = everything_written(tmp_path, *procs)
     assert ECHO.replace(TOKEN, "[token]") in written  # the message itself is kept, redacted
@@ -91,12 +139,22 @@ def test_a_refused_token_echoed_back_is_not_printed(tmp_path: Path) -> None:
     """A 401 whose message quotes the token stops the run (exit 2) without printing it."""
     config = StandinConfig(token=TOKEN, account_id=ACCOUNT)
     with standin_in_thread(config) as server:
-        server.script("/sessions/s1/chat", CannedResponse(401, body={
-            "success": False, "errors": [{"code": 10000, "message":
-                                          f"Authentication error: {TOKEN} is not valid"}]}))
+        server.script(
+            "/sessions/s1/chat",
+            CannedResponse(
+                401,
+                body={
+                    "success": False,
+                    "errors": [
+                        {"code": 10000, "message": f"Authentication error: {TOKEN} is not valid"}
+                    ],
+                },
+            ),
+        )
         sessions = write_sessions(tmp_path / "s.txt", [("a1", "s1")])
-        proc = run_cli([str(sessions), "--out", str(tmp_path / "out"), "-v"],
-                       cli_env(server.base_url))
+        proc = run_cli(
+            [str(sessions), "--out", str(tmp_path / "out"), "-v"], cli_env(server.base_url)
+        )
     assert proc.returncode == 2
     assert "token was refused" in proc.stderr and "[token] is not valid" in proc.stderr
     assert TOKEN not in everything_written(tmp_path, proc)
@@ -108,9 +166,21 @@ def test_a_bug_prints_its_traceback_without_headers_or_signatures(tmp_path: Path
     with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT)) as server:
         sessions = write_sessions(tmp_path / "s.txt", pairs(4))
         env = cli_env(server.base_url, RTK_KILL_AT="bug-in-client:2")
-        proc = subprocess.run([sys.executable, "-m", "tests.kill_harness", str(sessions),
-                               "--out", str(tmp_path / "out")], env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.kill_harness",
+                str(sessions),
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         issued = signatures(server)
     assert proc.returncode == 2, proc.stderr
     assert "internal error" in proc.stderr and "RuntimeError: RequestInfo(" in proc.stderr

@@ -58,7 +58,8 @@ async def test_an_error_reaches_the_waiter_and_the_temporary_file_goes(tmp_path:
 
 
 async def test_a_cancelled_waiter_gets_no_file_and_leaves_no_temporary_one(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Cancelled while its job waits in the thread: the file is not renamed into place (no
     manifest line will name it) and its temporary file is removed."""
     release = threading.Event()
@@ -80,12 +81,14 @@ async def test_a_cancelled_waiter_gets_no_file_and_leaves_no_temporary_one(
 
 
 async def test_each_folder_written_to_is_synced_at_the_end(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The renames are made durable before the writer closes: each folder once, after the
     last file placed in it, and then their parent (DIR), which holds new folders."""
     synced: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(writer, "sync_folder",
-                        lambda folder: synced.append((folder, sorted(os.listdir(folder)))))
+    monkeypatch.setattr(
+        writer, "sync_folder", lambda folder: synced.append((folder, sorted(os.listdir(folder))))
+    )
     async with FileWriter(threads=2) as w:
         for app in ("a", "b"):
             for i in range(3):
@@ -93,13 +96,16 @@ async def test_each_folder_written_to_is_synced_at_the_end(
                 await w.place(str(folder / f"{i}.part"), str(folder / f"{i}.csv"), b"x")
         assert synced == []
     files = ["0.csv", "1.csv", "2.csv"]
-    assert synced[:2] in ([(str(tmp_path / "a"), files), (str(tmp_path / "b"), files)],
-                          [(str(tmp_path / "b"), files), (str(tmp_path / "a"), files)])
+    assert synced[:2] in (
+        [(str(tmp_path / "a"), files), (str(tmp_path / "b"), files)],
+        [(str(tmp_path / "b"), files), (str(tmp_path / "a"), files)],
+    )
     assert synced[2:] == [(str(tmp_path), ["a", "b"])]
 
 
 async def test_a_cancelled_job_with_a_spilled_fd_is_dropped_without_a_sync(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A spilled body's fd handed over, then its waiter cancelled while the job queues: the
     fd is closed, the temporary file removed, nothing lands and no fsync is spent on it."""
     release = threading.Event()

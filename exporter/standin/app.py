@@ -178,7 +178,12 @@ class _Service:
         headers = {"Content-Type": ctype, **canned.headers}
         stall = canned.action == "stall"
         return await self.stream(
-            request, rec, canned.status, headers, [body], len(body),
+            request,
+            rec,
+            canned.status,
+            headers,
+            [body],
+            len(body),
             cut_at=0 if stall else None,  # a stall sends the headers, then nothing
             stall=canned.seconds if stall else 0.0,
             trickle=canned.seconds if canned.action == "trickle" else 0.0,
@@ -432,8 +437,9 @@ class _Service:
             return await self.drop(request, rec)
         if fault == "download_5xx":
             if state.rng.random() < 0.5:
-                return _s3_error(500, "InternalError", "We encountered an internal error. "
-                                 "Please try again.")
+                return _s3_error(
+                    500, "InternalError", "We encountered an internal error. Please try again."
+                )
             return _s3_error(503, "SlowDown", "Please reduce your request rate.")
         length = state.content.size(app_id, sid, kind, ext)
         ctype = {

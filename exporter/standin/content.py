@@ -119,9 +119,7 @@ class Content:
         # a line terminator character is quoted, its quotes doubled.
         return ",".join(_quoted(v) for v in values)
 
-    def _build_chat_templates(
-        self, app_id: str, session_id: str
-    ) -> tuple[str, list[str], str]:
+    def _build_chat_templates(self, app_id: str, session_id: str) -> tuple[str, list[str], str]:
         """(id prefix, the middle columns of each template row, the filler row's middle)."""
         rng = self._rng(app_id, session_id, "chat")
         prefix = hashlib.sha256(f"{self.config.seed}:{app_id}:{session_id}".encode()).hexdigest()

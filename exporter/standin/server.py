@@ -137,10 +137,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chat-bytes", type=int)
     p.add_argument("--rate-limit", type=_rate, help="N/Ws, e.g. 1200/300s")
     p.add_argument("--rate-limit-block", type=float)
-    p.add_argument("--retry-after", type=float, default=1, help="seconds; a fraction is "
-                   "also sent as retry-after-ms")
-    p.add_argument("--retry-after-grace", type=float, default=0.0, help="seconds after a 429 "
-                   "during which arrivals count as already in flight, not early")
+    p.add_argument(
+        "--retry-after",
+        type=float,
+        default=1,
+        help="seconds; a fraction is also sent as retry-after-ms",
+    )
+    p.add_argument(
+        "--retry-after-grace",
+        type=float,
+        default=0.0,
+        help="seconds after a 429 during which arrivals count as already in flight, not early",
+    )
     p.add_argument("--slow-seconds", type=float, default=0.05)
     p.add_argument("--stall-seconds", type=float, default=10.0)
     p.add_argument("--max-per-page", type=int)

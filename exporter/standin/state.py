@@ -223,8 +223,15 @@ class StandinState:
             # By hand rather than strptime, whose cost showed in chaos runs of thousands.
             if len(stamp) != 16 or stamp[8] != "T" or stamp[15] != "Z":
                 return None
-            issued = datetime(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]),
-                              int(stamp[9:11]), int(stamp[11:13]), int(stamp[13:15]), tzinfo=UTC)
+            issued = datetime(
+                int(stamp[0:4]),
+                int(stamp[4:6]),
+                int(stamp[6:8]),
+                int(stamp[9:11]),
+                int(stamp[11:13]),
+                int(stamp[13:15]),
+                tzinfo=UTC,
+            )
             return issued.timestamp() + int(expires)
         except ValueError:
             return None
