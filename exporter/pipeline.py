@@ -123,7 +123,6 @@ class Run:
             self.manifest.close()  # synchronous: runs to the end even while cancelled
             self._result.seconds = self._clock() - started
             self.stats.paused_seconds = self.pacer.paused_seconds
-            self.stats.budget_wait_seconds = getattr(self.pacer, "budget_wait_seconds", 0.0)
         if discovery is not None:
             self._result.apps = discovery.reports
             if not self.s.dry_run:

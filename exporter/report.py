@@ -13,12 +13,11 @@ from typing import Any
 
 from exporter.archive import write_atomic
 from exporter.config import Settings
+from exporter.manifest import Status
 from exporter.stats import RunResult, Stats, new_run_id
 from exporter.times import rfc3339
 
 log = logging.getLogger("exporter")
-
-STATUSES = ("exported", "skipped", "failed", "invalid", "unavailable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,6 @@ def summary_dict(result: RunResult, exit_code: int) -> dict[str, Any]:
         "retries": s.retries,
         "retries_by_kind": dict(sorted(s.retries_by_kind.items())),
         "paused_seconds": round(s.paused_seconds, 3),
-        "budget_wait_seconds": round(s.budget_wait_seconds, 3),
         "damaged_manifest_lines": s.damaged_lines,
         "pairs_per_second": round(done / result.seconds, 3) if result.seconds > 0 else 0.0,
         "run_id": result.run_id,
@@ -61,11 +59,8 @@ def summary_text(result: RunResult) -> str:
     )
     if s.retries_by_kind:
         text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(s.retries_by_kind.items())) + ")"
-    if s.paused_seconds or s.budget_wait_seconds:
-        text += (
-            f"; waited {s.paused_seconds:.0f} s in 429 pauses, "
-            f"{s.budget_wait_seconds:.0f} s for the budget"
-        )
+    if s.paused_seconds:
+        text += f"; waited {s.paused_seconds:.0f} s in 429 pauses"
     if s.damaged_lines:
         text += f"; {s.damaged_lines} damaged manifest line(s) passed over"
     return text
@@ -99,7 +94,7 @@ def write_metrics(path: Path, result: RunResult, exit_code: int) -> None:
         ["status"],
         registry=registry,
     )
-    for status in STATUSES:
+    for status in Status:
         pairs.labels(status=status).set(s.counts.get(status, 0))
     gauge("rtk_export_bytes", "Bytes stored by the last run.", s.bytes)
     gauge("rtk_export_api_requests", "API requests made by the last run.", s.api_requests)
@@ -116,11 +111,6 @@ def write_metrics(path: Path, result: RunResult, exit_code: int) -> None:
         "rtk_export_paused_seconds",
         "Seconds the last run spent in 429 pauses.",
         round(s.paused_seconds, 3),
-    )
-    gauge(
-        "rtk_export_budget_wait_seconds",
-        "Seconds the last run was held back by its --rate budget.",
-        round(s.budget_wait_seconds, 3),
     )
     gauge("rtk_export_duration_seconds", "Wall time of the last run.", round(result.seconds, 3))
     gauge("rtk_export_last_run_timestamp_seconds", "When the last run ended.", round(now, 3))

@@ -24,7 +24,6 @@ class Stats:
     total: int | None = None  # units known so far, for progress
     damaged_lines: int = 0  # manifest lines passed over when it was loaded
     paused_seconds: float = 0.0  # in 429 pauses (the pacer's, copied at the end)
-    budget_wait_seconds: float = 0.0  # held back by the --rate budget (likewise)
 
 
 @dataclass(slots=True)
