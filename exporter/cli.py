@@ -13,14 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from exporter.archive import MANIFEST_NAME, writable_problem
-from exporter.config import (
-    DEFAULT_BASE_URL,
-    KINDS,
-    Rate,
-    RetryPolicy,
-    Settings,
-    Timeouts,
-)
+from exporter.config import DEFAULT_BASE_URL, KINDS, Rate, RetryPolicy, Settings, Timeouts
 from exporter.options import build_parser
 from exporter.report import Output, report_end
 from exporter.sessions import app_id_problem
@@ -213,10 +206,18 @@ def _main(argv: list[str]) -> int:
     from exporter import logs
 
     logs.setup(args.log_format, args.verbose)
+    from exporter.notify import url_from
+
+    notify_url, bad_notify = url_from(args.notify_url, os.environ)
     output = Output(
-        progress=args.progress, summary_json=args.summary_json, metrics_file=args.metrics_file
+        progress=args.progress,
+        summary_json=args.summary_json,
+        metrics_file=args.metrics_file,
+        notify_url=None if bad_notify else notify_url,
     )
     try:
+        if bad_notify:
+            raise UsageError(bad_notify)
         settings = settings_from(args, dict(os.environ))
         if problem := writable_problem(settings.out_dir, settings.manifest_path):
             raise UsageError(problem)
@@ -235,23 +236,24 @@ def run_export(settings: Settings, output: Output) -> int:
     import anyio
 
     from exporter import logs
+    from exporter.display import reporter_for
     from exporter.lock import DirLock, Locked
+    from exporter.notify import ping_end, ping_start
     from exporter.pipeline import export
-    from exporter.progress import reporter_for
     from exporter.report import plan_text, summary_text
 
     result = None
     try:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         with DirLock(settings.out_dir):
+            ping_start(output.notify_url)
             try:
-                result = anyio.run(
-                    export, settings, reporter_for(output, settings.rate), backend="asyncio"
-                )
+                result = anyio.run(export, settings, reporter_for(output), backend="asyncio")
             finally:
                 catch_signals()
     except Locked as exc:
         log.error("rtk-export: %s", exc, extra={"event": "locked", "pid": exc.pid})
+        ping_end(output.notify_url, EXIT_LOCKED, f"rtk-export exit {EXIT_LOCKED}: {exc}")
         return EXIT_LOCKED  # the running export owns the reports
     except Interrupted as exc:
         code = EXIT_SIGNAL[signal.Signals(exc.signum)]

@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="live progress display (default: on a terminal only)",
     )
+    p.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help="ping URL/start at the start and URL/<exit code> at the end (Healthchecks "
+        "style; else env RTK_EXPORT_NOTIFY_URL)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log every pair")
     p.add_argument("--version", action="version", version=f"rtk-export {__version__}")
     return p

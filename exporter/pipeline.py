@@ -29,7 +29,7 @@ from exporter.progress import QuietReporter, Reporter
 from exporter.ratelimit import Pacer
 from exporter.retry import RetryDetails
 from exporter.runstate import RunState
-from exporter.sessions import InvalidLine, Pair, Unit, read_file, read_live
+from exporter.sessions import InvalidLine, Pair, Unit, count_lines, read_file, read_live
 from exporter.stats import RunResult, Stats, new_run_id
 from exporter.unit import UnitExport
 
@@ -111,6 +111,7 @@ class Run:
                         self._retry_scheduled,
                     )
                     if self.s.apps:
+                        self.stats.discovering = True
                         discovery = await self._discovery(api)
                         items: AsyncIterator[Pair | InvalidLine] = discovery.pairs()
                     else:
@@ -123,6 +124,7 @@ class Run:
             self.manifest.close()  # synchronous: runs to the end even while cancelled
             self._result.seconds = self._clock() - started
             self.stats.paused_seconds = self.pacer.paused_seconds
+            self.stats.budget_wait_seconds = self.pacer.budget_wait_seconds
         if discovery is not None:
             self._result.apps = discovery.reports
             if not self.s.dry_run:
@@ -154,7 +156,9 @@ class Run:
     async def _run_group(self, items: AsyncIterator[Pair | InvalidLine]) -> None:
         send, recv = anyio.create_memory_object_stream[Unit](self.s.concurrency)
         async with anyio.create_task_group() as outer:
-            outer.start_soon(self.reporter.run, self.stats)
+            outer.start_soon(self.reporter.run, self.stats, self.pacer)
+            if self.s.sessions not in (None, "-"):
+                outer.start_soon(self._count_input)
             async with anyio.create_task_group() as inner:
                 inner.start_soon(self._produce, items, send)
                 for _ in range(self.s.concurrency):
@@ -188,6 +192,14 @@ class Run:
 
     # -- the producer ---------------------------------------------------------------------
 
+    async def _count_input(self) -> None:
+        """The display's total: the SESSIONS file's lines, counted in a worker thread while
+        the export already runs (a FIFO or a device is not counted: reading it would eat it)."""
+        assert self.s.sessions is not None
+        lines = await anyio.to_thread.run_sync(count_lines, self.s.sessions, abandon_on_cancel=True)
+        if lines is not None and not self.stats.input_done:
+            self.stats.expected = lines * len(self.s.kinds)
+
     def _read_sessions(self) -> AsyncIterator[Pair | InvalidLine]:
         assert self.s.sessions is not None
         if self.s.sessions == "-":
@@ -214,6 +226,7 @@ class Run:
                                 send.send_nowait(unit)
                             except anyio.WouldBlock:
                                 await send.send(unit)
+                self.stats.input_done = True
             except FatalError as exc:  # the input may call the API (discovery); disk full
                 self._stop(exc)
 

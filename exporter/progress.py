@@ -1,10 +1,13 @@
-"""What a person or a log collector sees during a run: a live display, or periodic lines."""
+"""What a person or a log collector sees during a run: what is done out of what, and what the
+run waits on. The live display for a terminal is in `display`; here, the reporter protocol, the
+plain periodic lines for cron, and the figures both show (total, ETA, wait texts)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -14,11 +17,26 @@ from exporter.stats import Stats
 if TYPE_CHECKING:
     from exporter.config import Rate
     from exporter.manifest import Record
-    from exporter.report import Output
+    from exporter.ratelimit import Wait
 
 log = logging.getLogger("exporter.progress")
 
 STATUS_EVERY = 30.0  # seconds between status lines when not on a terminal
+TICK = 1.0  # how often the log reporter looks at what the run waits on
+BUDGET_LOG_AFTER = 10.0  # a budget wait longer than this is worth a line (spec)
+BUDGET_LOG_EVERY = 60.0  # ... but at most one such line a minute (spec)
+
+
+class Waits(Protocol):
+    """What a reporter may ask the pacer (the pacer itself, or a fake in tests)."""
+
+    rate: Rate
+    paused_seconds: float
+    budget_wait_seconds: float
+
+    def waiting_on(self) -> Wait | None: ...
+
+    def room(self) -> int: ...
 
 
 class Reporter(Protocol):
@@ -26,22 +44,83 @@ class Reporter(Protocol):
 
     def recorded(self, rec: Record) -> None: ...
 
-    async def run(self, stats: Stats) -> None: ...
+    async def run(self, stats: Stats, pacer: Waits) -> None: ...
 
 
 class QuietReporter:
     def recorded(self, rec: Record) -> None:
         return None
 
-    async def run(self, stats: Stats) -> None:
+    async def run(self, stats: Stats, pacer: Waits) -> None:
         await anyio.sleep_forever()
 
 
-def status_line(stats: Stats, elapsed: float) -> str:
+# -- the figures ----------------------------------------------------------------------------
+
+
+def total_of(stats: Stats) -> int | None:
+    """Units the run will have done at the end, as far as is known now (None: unknown)."""
+    if stats.input_done:
+        return stats.total or 0
+    if stats.expected is not None:
+        return max(stats.expected, stats.total or 0)
+    return None
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `3m12s`, `1h02m`: a wait or an ETA as a person reads it."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def wait_text(wait: Wait | None) -> str:
+    """The spec's words for what holds the run back, or '' when nothing does."""
+    if wait is None:
+        return ""
+    if wait.reason == "pause":
+        return f"429 pause: {duration(wait.left)} left"
+    return f"API budget: next request in {duration(wait.left)}"
+
+
+def eta_seconds(
+    left: int, room: int, rate: Rate, wait: Wait | None, recent_rate: float | None
+) -> float:
+    """Seconds until `left` more units are done: at least what the budget allows (one API
+    request a unit, `room` of them free now, after the current wait), and no sooner than the
+    recent pace (downloads, not the budget, may be what limits a run)."""
+    per_request = rate.seconds / rate.requests
+    at_budget = (wait.left if wait else 0.0) + max(0, left - room) * per_request
+    if wait is None and recent_rate:
+        return max(at_budget, left / recent_rate)
+    return at_budget
+
+
+class Pace:
+    """Units done per second over the last `span` seconds (the whole run's rate hides a run
+    that has just slowed down or sped up)."""
+
+    def __init__(self, span: float = 30.0) -> None:
+        self.span = span
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, done: int) -> float | None:
+        samples = self._samples
+        samples.append((now, done))
+        while len(samples) > 2 and samples[1][0] <= now - self.span:
+            samples.popleft()
+        t0, d0 = samples[0]
+        return (done - d0) / (now - t0) if now > t0 else None
+
+
+def status_line(stats: Stats, elapsed: float, pacer: Waits | None = None) -> str:
     done = sum(stats.counts.values())
-    total = f"/{stats.total}" if stats.total is not None else ""
+    total = total_of(stats)
     rate = done / elapsed if elapsed > 0 else 0.0
-    parts = [f"{done}{total} done", f"{rate:.1f}/s"]
+    parts = [f"{done}/{total} done" if total is not None else f"{done} done", f"{rate:.1f}/s"]
     parts += [f"{k} {v}" for k, v in sorted(stats.counts.items())]
     parts += [
         f"{stats.bytes / 1e6:.1f} MB",
@@ -49,77 +128,97 @@ def status_line(stats: Stats, elapsed: float) -> str:
         f"{stats.rate_limited} rate-limited",
         f"{stats.retries} retries",
     ]
+    if pacer is not None:
+        parts.append(
+            f"waited {pacer.paused_seconds:.0f} s in 429 pauses, "
+            f"{pacer.budget_wait_seconds:.0f} s for the API budget"
+        )
     return ", ".join(parts)
 
 
-class LogReporter:
-    """Not a terminal (cron): no bars, a plain status line now and then."""
+# -- not on a terminal ----------------------------------------------------------------------
 
-    def __init__(self, every: float = STATUS_EVERY) -> None:
-        self.every = every
 
-    def recorded(self, rec: Record) -> None:
-        return None
+class WaitLog:
+    """Log lines about waits, from what the pacer says once a tick: a 429 pause's start (with
+    its length) and end, and a budget wait over 10 s, at most one line a minute."""
 
-    async def run(self, stats: Stats) -> None:
-        start = time.monotonic()
-        while True:
-            await anyio.sleep(self.every)
+    def __init__(self, rate: Rate) -> None:
+        self.rate = rate
+        self._pause: Wait | None = None  # the pause in force at the last look
+        self._budget_logged = -float("inf")  # when the last budget line was written
+        self._budget_wait: float | None = None  # the waited figure of the wait last logged
+
+    def observe(self, wait: Wait | None, now: float) -> None:
+        pause = wait if wait is not None and wait.reason == "pause" else None
+        if pause is not None:
+            length = pause.waited + pause.left
+            if self._pause is None or pause.waited < self._pause.waited:
+                log.warning(
+                    "429: every API request paused for %s",
+                    duration(length),
+                    extra={"event": "pause_started", "seconds": round(length, 3)},
+                )
+            elif length > self._pause.waited + self._pause.left + 1.0:
+                log.warning(
+                    "429 again: the pause now ends in %s",
+                    duration(pause.left),
+                    extra={"event": "pause_extended", "seconds": round(pause.left, 3)},
+                )
+        elif self._pause is not None:
+            waited = self._pause.waited + self._pause.left
             log.info(
-                "progress: %s",
-                status_line(stats, time.monotonic() - start),
-                extra={"event": "progress"},
+                "429 pause over after %s: requests resume",
+                duration(waited),
+                extra={"event": "pause_ended", "seconds": round(waited, 3)},
             )
+        self._pause = pause
+        if wait is None or wait.reason != "budget":
+            return
+        if wait.waited + wait.left <= BUDGET_LOG_AFTER:
+            return
+        if now - self._budget_logged < BUDGET_LOG_EVERY:
+            return
+        if self._budget_wait is not None and wait.waited >= self._budget_wait:
+            return  # this wait is already told
+        self._budget_logged, self._budget_wait = now, wait.waited
+        log.info(
+            "API budget spent (--rate %s): every request held back, the next in %s",
+            self.rate,
+            duration(wait.left),
+            extra={"event": "budget_wait", "seconds": round(wait.left, 3)},
+        )
 
 
-class RichReporter:
-    """A terminal: a live bar with done/total, rate, ETA at the budget, bytes, 429s, retries."""
+class LogReporter:
+    """Not a terminal (cron): no bars; a status line now and then, and lines about waits."""
 
-    def __init__(self, rate_per_second: float) -> None:
-        self.rate_per_second = rate_per_second
+    def __init__(
+        self,
+        every: float = STATUS_EVERY,
+        *,
+        tick: float = TICK,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.every, self.tick = every, min(tick, every)
+        self._clock, self._sleep = clock, sleep
 
     def recorded(self, rec: Record) -> None:
         return None
 
-    async def run(self, stats: Stats) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        console = Console(stderr=True)
-        with Progress(
-            TextColumn("[bold]export"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            transient=False,
-            refresh_per_second=4,
-        ) as bar:
-            task = bar.add_task("export", total=None, info="")
-            start = time.monotonic()
-            try:
-                while True:
-                    done = sum(stats.counts.values())
-                    left = (stats.total or 0) - done
-                    eta = left / self.rate_per_second if self.rate_per_second else 0
-                    elapsed = time.monotonic() - start
-                    bar.update(
-                        task,
-                        completed=done,
-                        total=stats.total,
-                        info=(
-                            f"{done / elapsed if elapsed else 0:.1f}/s  "
-                            f"ETA≥{eta:.0f}s  {stats.bytes / 1e6:.1f} MB  "
-                            f"429s {stats.rate_limited}  retries {stats.retries}"
-                        ),
-                    )
-                    await anyio.sleep(0.25)
-            finally:
-                bar.update(task, completed=sum(stats.counts.values()), total=stats.total)
-
-
-def reporter_for(output: Output, rate: Rate) -> Reporter:
-    """The live display on a terminal (or when asked for), plain lines otherwise."""
-    if output.progress == "always" or (output.progress == "auto" and sys.stderr.isatty()):
-        return RichReporter(rate.requests / rate.seconds)
-    return LogReporter()
+    async def run(self, stats: Stats, pacer: Waits) -> None:
+        start = self._clock()
+        waits = WaitLog(pacer.rate)
+        next_line = start + self.every
+        while True:
+            await self._sleep(self.tick)
+            now = self._clock()
+            waits.observe(pacer.waiting_on(), now)
+            if now >= next_line:
+                next_line = max(next_line + self.every, now)
+                log.info(
+                    "progress: %s",
+                    status_line(stats, now - start, pacer),
+                    extra={"event": "progress"},
+                )

@@ -21,6 +21,8 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 
@@ -28,6 +30,15 @@ from exporter.config import Rate
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """What holds every API request back right now, for the display and the log lines."""
+
+    reason: Literal["pause", "budget"]  # a 429's pause, or the budget window spent
+    left: float  # seconds until the next request may start, as far as the pacer knows
+    waited: float  # seconds this wait has lasted so far
 
 
 class Pacer:
@@ -62,8 +73,11 @@ class Pacer:
         self._answered: deque[float] = deque()
         self._tickets = itertools.count(1)
         self._pause_until = -math.inf
+        self._pause_started = -math.inf
         self._lock = anyio.Lock()
-        self.paused_seconds = 0.0
+        self._budget_since: float | None = None  # when the first in line began to wait
+        self.paused_seconds = 0.0  # in 429 pauses
+        self.budget_wait_seconds = 0.0  # the first in line held by the budget, pauses aside
 
     def delay(self) -> float:
         """Seconds until the next request may start (0 if it may start now)."""
@@ -90,10 +104,20 @@ class Pacer:
         if not self._lock.locked() and self.delay() <= 0:
             return self._claim()
         async with self._lock:
-            while (wait := self.delay()) > 0:
-                # With a hold, the wait assumes unanswered requests stay unanswered; an answer
-                # frees a place sooner, so look again now and then rather than sleep it out.
-                await self._sleep(min(wait, self._poll) if self._hold else wait)
+            try:
+                while (wait := self.delay()) > 0:
+                    before = self._clock()
+                    if self._budget_since is None and before >= self._pause_until:
+                        self._budget_since = before
+                    # With a hold, the wait assumes unanswered requests stay unanswered; an
+                    # answer frees a place sooner, so look again now and then.
+                    await self._sleep(min(wait, self._poll) if self._hold else wait)
+                    after = self._clock()
+                    # The part of this sleep that no pause explains was the budget's.
+                    paused = min(after, self._pause_until) - max(before, self._pause_started)
+                    self.budget_wait_seconds += after - before - max(0.0, paused)
+            finally:
+                self._budget_since = None
             return self._claim()
 
     def _claim(self) -> int:
@@ -111,7 +135,24 @@ class Pacer:
 
     def pause(self, seconds: float) -> None:
         """Hold every API request for `seconds` from now (a 429's Retry-After)."""
-        until = self._clock() + seconds
+        now = self._clock()
+        until = now + seconds
         if until > self._pause_until:
-            self.paused_seconds += until - max(self._pause_until, self._clock())
+            if self._pause_until <= now:
+                self._pause_started = now
+            self.paused_seconds += until - max(self._pause_until, now)
             self._pause_until = until
+
+    def room(self) -> int:
+        """Requests that may start at once, pauses aside (for an ETA)."""
+        self.delay()  # ages out what left the window
+        return max(0, self.rate.requests - len(self._pending) - len(self._answered))
+
+    def waiting_on(self) -> Wait | None:
+        """A 429 pause in force, or the budget holding back the first request in line."""
+        now = self._clock()
+        if self._pause_until > now:
+            return Wait("pause", self._pause_until - now, now - self._pause_started)
+        if self._budget_since is not None and (left := self.delay()) > 0:
+            return Wait("budget", left, now - self._budget_since)
+        return None

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class Output:
     progress: str = "auto"  # auto (a terminal only), always, never
     summary_json: str | None = None  # a path, or "-" for standard output
     metrics_file: str | None = None
+    notify_url: str | None = field(default=None, repr=False)  # a secret: its host alone is logged
 
 
 def summary_dict(result: RunResult, exit_code: int) -> dict[str, Any]:
@@ -42,6 +43,7 @@ def summary_dict(result: RunResult, exit_code: int) -> dict[str, Any]:
         "retries": s.retries,
         "retries_by_kind": dict(sorted(s.retries_by_kind.items())),
         "paused_seconds": round(s.paused_seconds, 3),
+        "budget_wait_seconds": round(s.budget_wait_seconds, 3),
         "damaged_manifest_lines": s.damaged_lines,
         "pairs_per_second": round(done / result.seconds, 3) if result.seconds > 0 else 0.0,
         "run_id": result.run_id,
@@ -59,8 +61,11 @@ def summary_text(result: RunResult) -> str:
     )
     if s.retries_by_kind:
         text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(s.retries_by_kind.items())) + ")"
-    if s.paused_seconds:
-        text += f"; waited {s.paused_seconds:.0f} s in 429 pauses"
+    if s.paused_seconds or s.budget_wait_seconds:
+        text += (
+            f"; waited {s.paused_seconds:.0f} s in 429 pauses, "
+            f"{s.budget_wait_seconds:.0f} s for the API budget"
+        )
     if s.damaged_lines:
         text += f"; {s.damaged_lines} damaged manifest line(s) passed over"
     return text
@@ -112,6 +117,11 @@ def write_metrics(path: Path, result: RunResult, exit_code: int) -> None:
         "Seconds the last run spent in 429 pauses.",
         round(s.paused_seconds, 3),
     )
+    gauge(
+        "rtk_export_budget_wait_seconds",
+        "Seconds the last run waited for the API budget (--rate), pauses aside.",
+        round(s.budget_wait_seconds, 3),
+    )
     gauge("rtk_export_duration_seconds", "Wall time of the last run.", round(result.seconds, 3))
     gauge("rtk_export_last_run_timestamp_seconds", "When the last run ended.", round(now, 3))
     if last_success is not None:
@@ -151,8 +161,17 @@ def write_summary_json(dest: str, doc: dict[str, Any]) -> None:
 def report_end(output: Output, result: RunResult | None, code: int) -> None:
     """--summary-json and --metrics-file, whatever the exit code: a monitor must see a run
     that could not start as clearly as one that failed. A report that cannot be written is
-    logged, never raised: the exit code is the run's."""
+    logged, never raised: the exit code is the run's. Then the end ping, if asked for."""
     result = result or RunResult(run_id=new_run_id(), stats=Stats())
+    try:
+        _write_reports(output, result, code)
+    finally:  # a report that fails to be written must not keep the monitor from hearing of it
+        from exporter.notify import ping_end
+
+        ping_end(output.notify_url, code, f"rtk-export exit {code}: {summary_text(result)}")
+
+
+def _write_reports(output: Output, result: RunResult, code: int) -> None:
     try:
         if output.summary_json:
             write_summary_json(output.summary_json, summary_dict(result, code))

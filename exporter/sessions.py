@@ -4,8 +4,10 @@ pipeline's (see keyset)."""
 
 from __future__ import annotations
 
+import os
 import re
 import select
+import stat
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -193,6 +195,24 @@ def _take(it: Iterator[Pair | InvalidLine], n: int) -> list[Pair | InvalidLine]:
         if len(out) >= n:
             break
     return out
+
+
+def count_lines(path: str) -> int | None:
+    """Lines of a regular SESSIONS file that may hold a pair (not blank, not a comment): the
+    display's total, an upper bound (a header, duplicates and bad lines count too). None for
+    a FIFO or a device, which a second reader would take lines from."""
+    try:
+        with open(path, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                return None
+            count = 0
+            for raw in stream:  # an over-long line costs a long read, never a crash: bytes
+                content = raw.strip()
+                if content and not content.startswith(b"#"):
+                    count += 1
+            return count
+    except OSError:
+        return None  # the reading proper reports it
 
 
 async def read_file(path: str) -> AsyncIterator[Pair | InvalidLine]:

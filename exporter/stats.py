@@ -22,8 +22,12 @@ class Stats:
     bytes: int = 0  # bytes stored this run
     counts: Counter[str] = field(default_factory=Counter)  # status -> manifest lines this run
     total: int | None = None  # units known so far, for progress
+    expected: int | None = None  # units the SESSIONS file will give at most (its lines counted)
+    input_done: bool = False  # every input line read, or every listing page: total is final
+    discovering: bool = False  # the units come from listing sessions, not a SESSIONS file
     damaged_lines: int = 0  # manifest lines passed over when it was loaded
     paused_seconds: float = 0.0  # in 429 pauses (the pacer's, copied at the end)
+    budget_wait_seconds: float = 0.0  # held by the budget window (the pacer's, likewise)
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ class KillAfter:
             if self.n == 0:
                 self.scope.cancel()
 
-    async def run(self, stats: Stats) -> None:
+    async def run(self, stats: Stats, pacer: object) -> None:
         await anyio.sleep_forever()
 
 

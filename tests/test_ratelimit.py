@@ -211,3 +211,64 @@ def test_an_answer_frees_a_waiting_caller_without_sleeping_out_the_hold() -> Non
 
     anyio.run(main)
     assert 3.0 <= started[0] <= 3.1  # the answer at about 2.0, then one window
+
+
+def test_the_pacer_says_what_it_waits_on_and_counts_each_wait_apart() -> None:
+    """A 429 pause and a spent budget are told apart, with the time left and waited so far,
+    and their seconds are counted separately: no second counted twice."""
+    clock = FakeClock()
+    seen: list[tuple[str, float, float] | None] = []
+
+    async def sleep(seconds: float) -> None:
+        wait = pacer.waiting_on()
+        seen.append(None if wait is None else (wait.reason, wait.left, wait.waited))
+        await clock.sleep(seconds)
+
+    pacer = Pacer(Rate(2, 10.0), clock=clock, sleep=sleep, margin=0.0)
+
+    async def main() -> None:
+        assert pacer.waiting_on() is None
+        await pacer.acquire()
+        await pacer.acquire()  # the budget is spent: the next waits 10 s for the window
+        assert pacer.waiting_on() is None  # nobody is waiting yet
+        assert pacer.room() == 0
+        await pacer.acquire()
+        pacer.pause(30.0)
+        wait = pacer.waiting_on()
+        assert wait is not None and (wait.reason, wait.left, wait.waited) == ("pause", 30.0, 0.0)
+        clock.now += 12.0
+        wait = pacer.waiting_on()
+        assert wait is not None and (wait.reason, wait.left, wait.waited) == ("pause", 18.0, 12.0)
+        await pacer.acquire()  # the pause's 18 s left, then the window is free again
+
+    asyncio.run(main())
+    assert seen == [("budget", 10.0, 0.0), ("pause", 18.0, 12.0)]
+    assert pacer.paused_seconds == 30.0
+    assert pacer.budget_wait_seconds == 10.0
+    assert pacer.waiting_on() is None
+
+
+def test_a_budget_wait_that_runs_into_a_pause_is_split_between_them() -> None:
+    """The first in line waits 10 s for the window; a 429 arrives 4 s in and pauses 20 s: 4 s
+    were the budget's, the 20 s after them the pause's."""
+    clock = FakeClock()
+
+    async def sleep(seconds: float) -> None:
+        if not pacer.paused_seconds:  # the first sleep is cut short by a 429 after 4 s
+            clock.now += 4.0
+            pacer.pause(20.0)
+            await anyio.lowlevel.checkpoint()
+        else:
+            await clock.sleep(seconds)
+
+    pacer = Pacer(Rate(1, 10.0), clock=clock, sleep=sleep, margin=0.0)
+
+    async def main() -> None:
+        await pacer.acquire()
+        start = clock.now
+        await pacer.acquire()
+        assert clock.now - start == 24.0
+
+    asyncio.run(main())
+    assert pacer.paused_seconds == 20.0
+    assert pacer.budget_wait_seconds == 4.0
