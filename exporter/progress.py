@@ -147,7 +147,7 @@ class WaitLog:
         self.rate = rate
         self._pause: Wait | None = None  # the pause in force at the last look
         self._budget_logged = -float("inf")  # when the last budget line was written
-        self._budget_wait: float | None = None  # the waited figure of the wait last logged
+        self._budget_began: float | None = None  # when the wait last told began
 
     def observe(self, wait: Wait | None, now: float) -> None:
         pause = wait if wait is not None and wait.reason == "pause" else None
@@ -179,9 +179,10 @@ class WaitLog:
             return
         if now - self._budget_logged < BUDGET_LOG_EVERY:
             return
-        if self._budget_wait is not None and wait.waited >= self._budget_wait:
+        began = now - wait.waited  # a wait is known by when it began
+        if self._budget_began is not None and abs(began - self._budget_began) < TICK:
             return  # this wait is already told
-        self._budget_logged, self._budget_wait = now, wait.waited
+        self._budget_logged, self._budget_began = now, began
         log.info(
             "API budget spent (--rate %s): every request held back, the next in %s",
             self.rate,
@@ -211,14 +212,17 @@ class LogReporter:
         start = self._clock()
         waits = WaitLog(pacer.rate)
         next_line = start + self.every
-        while True:
-            await self._sleep(self.tick)
-            now = self._clock()
-            waits.observe(pacer.waiting_on(), now)
-            if now >= next_line:
-                next_line = max(next_line + self.every, now)
-                log.info(
-                    "progress: %s",
-                    status_line(stats, now - start, pacer),
-                    extra={"event": "progress"},
-                )
+        try:
+            while True:
+                await self._sleep(self.tick)
+                now = self._clock()
+                waits.observe(pacer.waiting_on(), now)
+                if now >= next_line:
+                    next_line = max(next_line + self.every, now)
+                    log.info(
+                        "progress: %s",
+                        status_line(stats, now - start, pacer),
+                        extra={"event": "progress"},
+                    )
+        finally:  # the run ended: a pause seen in force is over (synchronous, so it runs)
+            waits.observe(pacer.waiting_on(), self._clock())
