@@ -35,7 +35,10 @@ if TYPE_CHECKING:
     from exporter.manifest import Record
     from exporter.report import Output
 
-REFRESH = 0.25  # seconds between redraws
+# Seconds between redraws: twice a second keeps a seconds countdown moving. Redrawn from this
+# task, not by rich's own refresh thread, whose GIL hand-overs slowed the event loop
+# (bench.progress_overhead).
+REFRESH = 0.5
 
 
 class RichReporter:
@@ -65,7 +68,7 @@ class RichReporter:
 
         pace = Pace()
         start = time.monotonic()
-        with Live(View(), console=self.console, refresh_per_second=1 / REFRESH, transient=False):
+        with Live(View(), console=self.console, auto_refresh=False, transient=False) as live:
             try:
                 while True:
                     now = time.monotonic()
@@ -89,6 +92,7 @@ class RichReporter:
                     text = wait_text(wait)
                     wait_line.plain = f"waiting: {text} (--rate {pacer.rate})" if text else ""
                     wait_line.stylize("yellow")
+                    live.refresh()
                     await anyio.sleep(REFRESH)
             finally:
                 wait_line.plain = ""
