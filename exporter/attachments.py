@@ -82,7 +82,9 @@ def iter_attachments(app_id: str, session_id: str, raw: IO[bytes]) -> Iterator[A
             return
         cols = {name.strip(): i for i, name in enumerate(header)}
         if not {"id", "payloadType", "payload"} <= cols.keys():
-            log.warning("%s/%s: the chat CSV has no id/payloadType/payload columns", app_id, session_id)
+            log.warning(
+                "%s/%s: the chat CSV has no id/payloadType/payload columns", app_id, session_id
+            )
             return
         i_id, i_type, i_payload = cols["id"], cols["payloadType"], cols["payload"]
         width = max(i_id, i_type, i_payload)

@@ -110,6 +110,8 @@ def parse_size(text: str) -> int:
     if not m or int(m.group(1)) < 1:
         raise ValueError(f"expected a size such as 1048576, 512KiB, 100MiB or 1GiB, got {text!r}")
     return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
 TRANSCRIPT_FORMATS = ("csv", "json", "srt", "vtt")
 
 

@@ -169,7 +169,9 @@ class MediaExport:
         assert isinstance(rec.id, str)
         rid = rec.id
         url = rec.link.url if rec.link else None
-        rel = recording_path(unit.app_id, unit.session_id, rid, extension(rec.output_file_name, url))
+        rel = recording_path(
+            unit.app_id, unit.session_id, rid, extension(rec.output_file_name, url)
+        )
         skipped = await self._skipped(unit, rid, rel)
         if skipped is not None:
             return skipped
@@ -184,7 +186,8 @@ class MediaExport:
             if now.status != UPLOADED or now.link is None:
                 raise Unavailable(f"recording {rid} is {now.status}, with no download URL")
             state.http += 1
-            return await self._recording_dl.fetch(now.link, rel, rid, now.file_size)
+            size, sha256 = await self._recording_dl.fetch(now.link, rel, rid, now.file_size)
+            return Stored(size, sha256)
 
         try:
             stored = await with_retries(attempt, self.s.retry, state, self._on_retry)
@@ -205,11 +208,17 @@ class MediaExport:
         if prior is None or prior.status not in DONE:
             return None
         path = prior.path or rel
-        if not await anyio.to_thread.run_sync(self._archive.intact, path, prior.bytes, prior.sha256):
+        if not await anyio.to_thread.run_sync(
+            self._archive.intact, path, prior.bytes, prior.sha256
+        ):
             return None
-        return self._line(unit, Status.SKIPPED, item, 0, path, Stored(prior.bytes or 0, prior.sha256 or ""))
+        return self._line(
+            unit, Status.SKIPPED, item, 0, path, Stored(prior.bytes or 0, prior.sha256 or "")
+        )
 
-    def _failed(self, unit: Unit | Attachment, item: str | None, exc: ExportError, attempts: int) -> Record:
+    def _failed(
+        self, unit: Unit | Attachment, item: str | None, exc: ExportError, attempts: int
+    ) -> Record:
         log.warning(
             "%s/%s %s %s failed: %s",
             unit.app_id,
@@ -217,7 +226,12 @@ class MediaExport:
             unit.kind,
             item or "",
             exc.message,
-            extra={"event": "failed", "app_id": unit.app_id, "session_id": unit.session_id, "kind": unit.kind},
+            extra={
+                "event": "failed",
+                "app_id": unit.app_id,
+                "session_id": unit.session_id,
+                "kind": unit.kind,
+            },
         )
         return self._line(unit, Status.FAILED, item, attempts, error=exc)
 

@@ -29,11 +29,11 @@ from exporter.manifest import DONE, Manifest, Record, Status, record
 from exporter.media import MediaExport
 from exporter.progress import QuietReporter, Reporter
 from exporter.ratelimit import Pacer
+from exporter.resume import MAX_AGE as PARTIAL_MAX_AGE
 from exporter.retry import RetryDetails
 from exporter.runstate import RunState
 from exporter.sessions import InvalidLine, Pair, Unit, read_file, read_live
 from exporter.stats import RunResult, Stats, new_run_id
-from exporter.resume import MAX_AGE as PARTIAL_MAX_AGE
 from exporter.unit import UnitExport
 from exporter.untrusted import UntrustedFetcher
 

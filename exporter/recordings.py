@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from exporter.client import ApiClient, envelope
 from exporter.config import Settings
 from exporter.errors import PermanentError
 from exporter.http import Link, parse_expiry
 from exporter.retry import Attempts, RetryHook, with_retries
+
+if TYPE_CHECKING:  # the client is handed in: this module sits below it, beside discovery
+    from exporter.client import ApiClient
 
 PER_PAGE = 100
 MAX_PAGES = 1000  # a list that ignores every filter must still end
@@ -47,6 +49,18 @@ def recording_of(doc: Mapping[str, Any]) -> Recording:
         file_size=size if isinstance(size, int) and not isinstance(size, bool) else None,
         link=link if url else None,
     )
+
+
+def data_of(body: bytes) -> dict[str, Any]:
+    """The `data` object of a 2xx answer (a session's details, one recording)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise PermanentError("malformed API answer: not JSON", http_status=200) from None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, dict) or doc.get("success") is False:
+        raise PermanentError("malformed API answer: no 'data' object", http_status=200)
+    return data
 
 
 def page_of_recordings(body: bytes) -> tuple[list[Recording], int | None]:
@@ -88,10 +102,8 @@ class RecordingsApi:
     async def of_session(self, app_id: str, session_id: str, state: Attempts) -> list[Recording]:
         """The session's recordings: its meeting id from the session's details, the list by
         that meeting id, and only those whose session_id is this session's."""
-        details = await self._get(
-            self._api.session_url(app_id, session_id), None, state
-        )
-        _, data = envelope(details)
+        details = await self._get(self._api.session_url(app_id, session_id), None, state)
+        data = data_of(details)
         session = data["session"] if isinstance(data.get("session"), dict) else data
         meeting = session.get("associated_id")
         query = {"meeting_id": meeting} if isinstance(meeting, str) and meeting else {}
@@ -116,6 +128,6 @@ class RecordingsApi:
 
     async def one(self, app_id: str, recording_id: str, state: Attempts) -> Recording:
         """One recording as it is now: status, size and a fresh download URL."""
-        _, data = envelope(await self._get(self.url(app_id, recording_id), None, state))
+        data = data_of(await self._get(self.url(app_id, recording_id), None, state))
         inner = data.get("recording")
         return recording_of(inner if isinstance(inner, dict) else data)

@@ -5,6 +5,7 @@ starts again from zero when the server ignores the range or the object changed."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,15 +13,18 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from exporter import writer
 from exporter.archive import FolderArchive, disk_error, partial_names, write_atomic
-from exporter.download import Downloader, Stored
 from exporter.errors import IncompleteDownload, PermanentError, TransientError
 from exporter.http import Link, transport_errors
 from exporter.writer import sync_folder
+
+if TYPE_CHECKING:
+    from exporter.download import Downloader
 
 CHUNK = 256 * 1024
 BATCH = 1 << 20  # bytes handed to a writer thread at once
@@ -145,7 +149,11 @@ class RecordingDownload:
         self._archive = archive
         self._dl = downloader
 
-    async def fetch(self, link: Link, rel: str, recording_id: str, size: int | None) -> Stored:
+    async def fetch(
+        self, link: Link, rel: str, recording_id: str, size: int | None
+    ) -> tuple[int, str]:
+        """(size, SHA-256 hex) of the recording placed at `rel`, or an ExportError (the
+        partial kept for the next attempt)."""
         import anyio
 
         final = os.path.join(os.fspath(self._archive.out_dir), rel)
@@ -197,7 +205,7 @@ class RecordingDownload:
             if total is not None and held != total:
                 raise IncompleteDownload(f"recording has {held} of {total} bytes; will resume")
             await anyio.to_thread.run_sync(_place, path, sidecar, final)
-            return Stored(size=held, sha256=digest.hexdigest())
+            return held, digest.hexdigest()
 
     @staticmethod
     def _continues(resp: aiohttp.ClientResponse, record: ResumeRecord | None) -> bool:
@@ -245,10 +253,8 @@ def _keep(partial: _Partial) -> None:
 
 def _forget(path: str, sidecar: str) -> None:
     for name in (path, sidecar):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
-        except FileNotFoundError:
-            pass
 
 
 def _place(path: str, sidecar: str, final: str) -> None:
