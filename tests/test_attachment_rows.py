@@ -153,7 +153,7 @@ def test_include_spellings_and_attachments_imply_chat() -> None:
     """Plural and singular spellings; attachments bring chat in, first; unknown kinds refused."""
     assert parse_include("attachments") == ("chat", "attachment")
     assert parse_include("recording") == ("recording",)
-    assert parse_include("recordings,attachment,chat") == ("chat", "recording", "attachment")
+    assert parse_include("recordings,attachment,chat") == ("recording", "attachment", "chat")
     with pytest.raises(ValueError, match="--include"):
         parse_include("chat,videos")
 
