@@ -66,6 +66,7 @@ class Media:
         self.recording_bytes_served = 0  # body bytes written for recording files
         self.cut_next: deque[int] = deque()  # recording answers to cut after N body bytes
         self.ignore_range = config.ignore_range
+        self._issued = 0
 
     # -- attachments
 
@@ -171,10 +172,13 @@ class Media:
 
     def presign(self, origin: str, rec: RecordingState, secret: bytes) -> tuple[str, str]:
         expires = int(time.time() + max(self.config.url_lifetime, 0))
-        sig = _sign(secret, rec.id, str(expires))
+        self._issued += 1  # every URL differs, as S3's do (their date is to the second)
+        nonce = f"{self._issued}"
+        sig = _sign(secret, rec.id, str(expires), nonce)
         path = f"{RECORDING_PREFIX}/{quote(rec.app_id, safe='')}/{rec.id}.mp4"
         expiry = rfc3339(datetime.fromtimestamp(expires, UTC))
-        return f"{origin}{path}?X-Amz-Expires={expires}&X-Amz-Signature={sig}", expiry
+        query = f"X-Amz-Expires={expires}&X-Amz-Nonce={nonce}&X-Amz-Signature={sig}"
+        return f"{origin}{path}?{query}", expiry
 
 
 def _sign(secret: bytes, *parts: str) -> str:
@@ -242,17 +246,19 @@ class MediaRoutes:
         rec = self.media.recordings.get(rid)
         expires = request.query.get("X-Amz-Expires", "")
         sig = request.query.get("X-Amz-Signature", "")
-        if rec is None or not hmac.compare_digest(sig, _sign(self.state.secret, rid, expires)):
+        nonce = request.query.get("X-Amz-Nonce", "")
+        wanted_sig = _sign(self.state.secret, rid, expires, nonce)
+        if rec is None or not hmac.compare_digest(sig, wanted_sig):
             return web.Response(status=403, text="SignatureDoesNotMatch")
         if not expires.isdigit() or time.time() >= int(expires):
             return web.Response(
                 status=403, text="<Error><Message>Request has expired</Message></Error>"
             )
         start, status = 0, 200
-        wanted = request.headers.get("Range", "")
+        asked = request.headers.get("Range", "")
         if_range = request.headers.get("If-Range")
-        if wanted.startswith("bytes=") and not self.media.ignore_range:
-            first = wanted[6:].partition("-")[0]
+        if asked.startswith("bytes=") and not self.media.ignore_range:
+            first = asked[6:].partition("-")[0]
             if first.isdigit() and (if_range is None or if_range == rec.etag):
                 start, status = int(first), 206
                 if start >= rec.size:
@@ -274,6 +280,9 @@ class MediaRoutes:
             sent += len(chunk)
             self.media.recording_bytes_served += len(chunk)
             if cut is not None and sent >= cut:
+                # A moment for the bytes to reach the client, then a reset: the client holds
+                # exactly `cut` bytes, as after a connection lost between two packets.
+                await asyncio.sleep(0.05)
                 if request.transport is not None:
                     request.transport.abort()
                 return resp
