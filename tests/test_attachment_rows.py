@@ -96,7 +96,7 @@ def test_rows_are_read_by_header_name_whatever_the_column_order(
                 "displayName": text,
                 "participantId": "p",
                 "createdAt": text,
-            }  # fmt: skip
+            }
             for mid, kind, url, text in rows
         ],
     )
