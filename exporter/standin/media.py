@@ -5,6 +5,7 @@ status, a file route with ETag and Range, a switch that ignores Range)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -272,6 +273,19 @@ class MediaRoutes:
         resp.content_length = rec.size - start
         await resp.prepare(request)
         cut = self.media.cut_next.popleft() if self.media.cut_next else None
+        # The client may go away (killed, or giving up): not an error of the stand-in's.
+        with contextlib.suppress(ConnectionResetError):
+            await self._send(request, resp, rec, start, cut)
+        return resp
+
+    async def _send(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        rec: RecordingState,
+        start: int,
+        cut: int | None,
+    ) -> None:
         sent = 0
         for chunk in self.media.chunks(rec, start):
             if cut is not None and sent + len(chunk) >= cut:
@@ -285,11 +299,10 @@ class MediaRoutes:
                 await asyncio.sleep(0.05)
                 if request.transport is not None:
                     request.transport.abort()
-                return resp
+                return
             if self.media.config.recording_chunk_delay:
                 await asyncio.sleep(self.media.config.recording_chunk_delay)
         await resp.write_eof()
-        return resp
 
 
 def _api_error(status: int, message: str) -> web.Response:
