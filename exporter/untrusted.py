@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import aiohttp
+import anyio
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
@@ -107,9 +108,12 @@ class UntrustedFetcher:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for session in (self._https, self._http):
-            if session is not None:
-                await session.close()
+        # Both closed even when the run is being cancelled: a session left open is a leak
+        # (and a ResourceWarning) for whatever runs next in this process.
+        with anyio.CancelScope(shield=True):
+            for session in (self._https, self._http):
+                if session is not None:
+                    await session.close()
 
     def problem(self, url: str) -> str | None:
         """Why the link is refused before any request, or None."""

@@ -152,10 +152,13 @@ class Content:
         for _ in range(needed):
             person = rng.randrange(len(_NAMES))
             kind = rng.choices(("TEXT_MESSAGE", "IMAGE_MESSAGE", "FILE_MESSAGE"), (8, 1, 1))[0]
-            if kind == "IMAGE_MESSAGE":  # a bare link to the stand-in's own attachment route
-                payload = self.media.link(
-                    self.origin, app_id, session_id, f"r{rng.randrange(10**6)}.png"
-                )
+            if kind == "IMAGE_MESSAGE":
+                # A bare link: to the stand-in's own attachment route when attachments are on;
+                # else to a port-free loopback address (refused, never fetched), so that the
+                # same config serves the same bytes from any port.
+                name = f"r{rng.randrange(10**6)}.png"
+                origin = self.origin if self.config.attachments else "https://127.0.0.1"
+                payload = self.media.link(origin, app_id, session_id, name)
             elif kind == "FILE_MESSAGE":
                 payload = json.dumps(
                     {"name": 'report, final "v2".pdf', "size": rng.randrange(10**6)}

@@ -161,7 +161,8 @@ class StandinConfig:
     token_lacks_permission: bool = False  # 403 on every API call, token otherwise accepted
     # Media (see standin/media.py). attachments: image/file rows added to each chat CSV,
     # cycling through the payload forms (one in six names no link); attachment_odd_ids adds
-    # rows whose message ids must never name a file.
+    # rows whose message ids must never name a file. With attachments on, chat CSVs name the
+    # stand-in's own origin (host and port): another server serves other bytes.
     attachments: int = 0
     attachment_odd_ids: bool = False
     attachment_bytes: int | None = None  # each attachment's size (None: 500-6500 bytes)
