@@ -24,6 +24,7 @@ from exporter.recordings import UPLOADED, Recording, RecordingsApi
 from exporter.resume import RecordingDownload
 from exporter.retry import Attempts, RetryHook, with_retries
 from exporter.sessions import Unit
+from exporter.stats import Stats
 from exporter.untrusted import UntrustedFetcher
 
 log = logging.getLogger("exporter.pipeline")
@@ -45,6 +46,8 @@ class MediaExport:
         fetcher: UntrustedFetcher,
         on_retry: RetryHook,
         claim: Callable[[int], bool],
+        stats: Stats,
+        plan: dict[str, int],
     ) -> None:
         self.s = settings
         self.run_id = run_id
@@ -53,6 +56,8 @@ class MediaExport:
         self._fetcher = fetcher
         self._on_retry = on_retry
         self._claim = claim  # True the first time a unit's key is seen in this run
+        self._stats = stats  # units found here count in the progress total
+        self._plan = plan
         self._recordings = RecordingsApi(settings, api, on_retry)
         self._recording_dl = RecordingDownload(archive, downloader)
         self.attachments = "attachment" in settings.kinds and not settings.dry_run
@@ -99,6 +104,7 @@ class MediaExport:
                 key = key_of(att.app_id, att.session_id, unit_key("attachment", att.message_id))
                 if not self._claim(key):
                     continue
+                self._stats.total = (self._stats.total or 0) + 1
                 if len(self._queue) < self._room:
                     self._queue.append(att)
                     self._signal()
@@ -145,7 +151,9 @@ class MediaExport:
 
     async def recordings(self, unit: Unit, finish: Callable[[Record], None]) -> None:
         """One line per recording of the session, or one `unavailable` line if it has none."""
-        if self.s.dry_run:
+        if self.s.dry_run:  # listing the recordings would be API requests: counted as one unit
+            for key in ("export", "export:recording"):
+                self._plan[key] = self._plan.get(key, 0) + 1
             return
         state = Attempts(what=f"{unit.app_id}/{unit.session_id} recordings")
         try:
@@ -159,6 +167,7 @@ class MediaExport:
             error = Unavailable("the session has no recording")
             finish(self._line(unit, Status.UNAVAILABLE, None, state.http, error=error))
             return
+        self._stats.total = (self._stats.total or 0) + len(found) - 1  # one line each
         for rec in found:
             finish(await self._recording(unit, rec, state.http))
 

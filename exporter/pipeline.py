@@ -115,6 +115,8 @@ class Run:
                         fetcher,
                         self._retry_scheduled,
                         self._seen.add,
+                        self.stats,
+                        self._result.plan,
                     )
                     self._export_unit = UnitExport(
                         self.s,

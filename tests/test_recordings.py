@@ -201,3 +201,13 @@ async def test_partials_are_kept_a_week_then_removed(standin, tmp_path: Path) ->
         sessions = write_sessions(tmp_path / "s.txt", [("app1", "s1")])
         await export(make_settings(server, out, sessions))
     assert sorted(p.name for p in folder.iterdir()) == [fresh.name]
+
+
+async def test_a_dry_run_plans_recordings_without_asking(standin, tmp_path: Path) -> None:
+    """--dry-run counts each session's recordings as a unit to export and asks nothing."""
+    async with standin(recording_statuses=("UPLOADED",)) as server:
+        settings = settings_for(server, tmp_path, (("app1", "s1"), ("app1", "s2")), dry_run=True)
+        result = await export(settings)
+        assert server.state.records() == []
+    assert result.plan["export:recording"] == 2
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()

@@ -93,8 +93,8 @@ class Content:
 
     def size(self, app_id: str, session_id: str, kind: Kind = "chat", fmt: str = "csv") -> int:
         if kind == "chat":
-            if self.config.attachments:
-                return len(self.body(app_id, session_id))
+            if self.config.attachments:  # rows of links, of the origin's length
+                return sum(len(c) for c in self._chat_chunks(app_id, session_id))
             return self._chat_plan(app_id, session_id)[0]
         return len(self._small(app_id, session_id, kind, fmt))
 
