@@ -44,8 +44,21 @@ CURL = shutil.which("curl") or "/usr/bin/curl"
 
 
 def _rtk(sessions: Path, out: Path, base_url: str, *extra: str) -> list[str]:
-    return [PY, "-m", "exporter", str(sessions), "--out", str(out), "--base-url", base_url,
-            "--rate", "1000/1s", "--progress", "never", *extra]  # fmt: skip
+    return [
+        PY,
+        "-m",
+        "exporter",
+        str(sessions),
+        "--out",
+        str(out),
+        "--base-url",
+        base_url,
+        "--rate",
+        "1000/1s",
+        "--progress",
+        "never",
+        *extra,
+    ]
 
 
 def attachments(args: argparse.Namespace) -> None:
@@ -60,9 +73,19 @@ def attachments(args: argparse.Namespace) -> None:
                 sessions = work / "one.txt"
                 sessions.write_text(f"attapp att-{run}\n")
                 out = work / "out"
-                m = run_measured(_rtk(sessions, out, base_url, "--include", "attachments",
-                                      "--attachment-allow-host", "127.0.0.1",
-                                      "--concurrency", conc))  # fmt: skip
+                m = run_measured(
+                    _rtk(
+                        sessions,
+                        out,
+                        base_url,
+                        "--include",
+                        "attachments",
+                        "--attachment-allow-host",
+                        "127.0.0.1",
+                        "--concurrency",
+                        conc,
+                    )
+                )
                 assert m.returncode == 0, m.stderr[-3000:]
                 stored = list((out / "attapp" / f"att-{run}.attachments").iterdir())
                 csv_bytes = (out / "attapp" / f"att-{run}.csv").read_bytes()
@@ -72,8 +95,11 @@ def attachments(args: argparse.Namespace) -> None:
                     if a.payload.link
                 ]
                 results["rtk-export"].append(m)
-                print(f"run {run + 1} rtk-export: rc {m.returncode}, {len(stored)} files, "
-                      f"{m.wall:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB; {load()}", flush=True)  # fmt: skip
+                print(
+                    f"run {run + 1} rtk-export: rc {m.returncode}, {len(stored)} files, "
+                    f"{m.wall:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB; {load()}",
+                    flush=True,
+                )
                 shutil.rmtree(out)
                 target = work / "curl"
                 target.mkdir()
@@ -82,8 +108,11 @@ def attachments(args: argparse.Namespace) -> None:
                     cmd += ["-o", str(target / f"{i}"), link]
                 m = run_measured(cmd)
                 results["curl --parallel"].append(m)
-                print(f"run {run + 1} curl: rc {m.returncode}, {len(list(target.iterdir()))} "
-                      f"files, {m.wall:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB", flush=True)  # fmt: skip
+                print(
+                    f"run {run + 1} curl: rc {m.returncode}, {len(list(target.iterdir()))} "
+                    f"files, {m.wall:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB",
+                    flush=True,
+                )
                 shutil.rmtree(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -92,8 +121,12 @@ def attachments(args: argparse.Namespace) -> None:
         for k, v in results.items()
     }
     print(f"\n{args.count} attachment rows (64 KiB each), concurrency {conc}; {machine()}")
-    print(table(["contender", "wall s", "peak RSS MB"],
-                [[k, f"{v[0]:.2f}", f"{v[1]:.1f}"] for k, v in med.items()]))  # fmt: skip
+    print(
+        table(
+            ["contender", "wall s", "peak RSS MB"],
+            [[k, f"{v[0]:.2f}", f"{v[1]:.1f}"] for k, v in med.items()],
+        )
+    )
     print(f"\nrtk-export / curl wall time: {med['rtk-export'][0] / med['curl --parallel'][0]:.2f}x")
 
 
@@ -127,19 +160,24 @@ def recording(args: argparse.Namespace) -> None:
                 ok = target.stat().st_size == size
                 target.unlink()
                 results["curl -o"].append(m)
-                print(f"run {run + 1} curl -o: rc {m.returncode} {'ok' if ok else 'WRONG'}, "
-                      f"{m.wall:.2f} s, {size / m.wall / 1e6:.0f} MB/s, peak RSS "
-                      f"{m.peak_rss_mb:.0f} MB; {load()}", flush=True)  # fmt: skip
+                print(
+                    f"run {run + 1} curl -o: rc {m.returncode} {'ok' if ok else 'WRONG'}, "
+                    f"{m.wall:.2f} s, {size / m.wall / 1e6:.0f} MB/s, peak RSS "
+                    f"{m.peak_rss_mb:.0f} MB; {load()}",
+                    flush=True,
+                )
                 sessions = work / "one.txt"
                 sessions.write_text(f"recapp rtk-{run}\n")
                 out = work / "out"
                 m = run_measured(_rtk(sessions, out, base_url, "--include", "recordings"))
                 got = sum(p.stat().st_size for p in out.rglob("*.mp4"))
                 results["rtk-export"].append(m)
-                print(f"run {run + 1} rtk-export: rc {m.returncode} "
-                      f"{'ok' if got == size else 'WRONG'}, {m.wall:.2f} s, "
-                      f"{size / m.wall / 1e6:.0f} MB/s, peak RSS {m.peak_rss_mb:.0f} MB; {load()}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"run {run + 1} rtk-export: rc {m.returncode} "
+                    f"{'ok' if got == size else 'WRONG'}, {m.wall:.2f} s, "
+                    f"{size / m.wall / 1e6:.0f} MB/s, peak RSS {m.peak_rss_mb:.0f} MB; {load()}",
+                    flush=True,
+                )
                 shutil.rmtree(out)
             rerun_share = killed_at_half(work, base_url, size)
     finally:
@@ -149,8 +187,12 @@ def recording(args: argparse.Namespace) -> None:
         for k, v in results.items()
     }
     print(f"\none recording of {size} bytes over loopback, medians of {args.runs}; {machine()}")
-    print(table(["contender", "MB/s", "peak RSS MB"],
-                [[k, f"{v[0]:.0f}", f"{v[1]:.1f}"] for k, v in med.items()]))  # fmt: skip
+    print(
+        table(
+            ["contender", "MB/s", "peak RSS MB"],
+            [[k, f"{v[0]:.0f}", f"{v[1]:.1f}"] for k, v in med.items()],
+        )
+    )
     print(f"\nrtk-export / curl: {med['rtk-export'][0] / med['curl -o'][0]:.2f}x throughput")
     print(f"kill -9 at 50%, then a rerun: the rerun downloaded {rerun_share:.1%} of the file")
 
@@ -161,8 +203,12 @@ def killed_at_half(work: Path, base_url: str, size: int) -> float:
     sessions.write_text("recapp killed\n")
     out = work / "out"
     e = env(base_url)
-    proc = subprocess.Popen(_rtk(sessions, out, base_url, "--include", "recordings"), env=e,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _rtk(sessions, out, base_url, "--include", "recordings"),
+        env=e,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         partial = list(out.rglob("*.partial"))

@@ -5,6 +5,7 @@ starts again from zero when the server ignores the range or the object changed."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -26,6 +27,9 @@ from exporter.writer import sync_folder
 if TYPE_CHECKING:
     from exporter.download import Downloader
 
+# aiohttp pauses reading the socket past 64 KiB unread by default: a recording (one a
+# session, gigabytes) gets a larger buffer, for fewer pauses; bounded, so memory stays flat.
+READ_BUFFER = 1 << 20
 CHUNK = 256 * 1024
 BATCH = 1 << 20  # bytes handed to a writer thread at once
 SYNC_EVERY = 4 << 20  # the record's `held` moves at most this far behind the file
@@ -91,6 +95,7 @@ class _Partial:
         self._batch: list[bytes] = []
         self._batch_bytes = 0
         self._synced = record.held
+        self.digest = _hash_prefix(path, record.held)  # the SHA-256 covers the whole file
 
     def add(self, chunk: bytes) -> bytes | None:
         """Takes a chunk; returns a batch to write when one is full."""
@@ -104,7 +109,9 @@ class _Partial:
         return data
 
     def write(self, data: bytes) -> None:
-        """Blocking: append, and every SYNC_EVERY bytes make them safe and say so."""
+        """Blocking: hash and append, and every SYNC_EVERY bytes make them safe and say so.
+        (In a thread, so hashing and writing overlap the next batch's arrival.)"""
+        self.digest.update(data)
         _write(self.fd, data)
         self.written += len(data)
         if self.written - self._synced >= SYNC_EVERY:
@@ -121,6 +128,7 @@ class _Partial:
             if self._batch:
                 data = b"".join(self._batch)
                 self._batch.clear()
+                self.digest.update(data)
                 _write(self.fd, data)
                 self.written += len(data)
             self.sync()
@@ -164,7 +172,7 @@ class RecordingDownload:
             headers["Range"] = f"bytes={record.held}-"
             if _strong(record.etag):
                 headers["If-Range"] = record.etag or ""
-        resp = await self._dl.open(link, headers, frozenset({200, 206, 416}))
+        resp = await self._dl.open(link, headers, frozenset({200, 206, 416}), READ_BUFFER)
         async with resp:
             etag = resp.headers.get("ETag")
             if resp.status == 416 or (resp.status == 206 and not self._continues(resp, record)):
@@ -180,32 +188,37 @@ class RecordingDownload:
                 record.size = (content_range(resp.headers.get("Content-Range")) or (0, 0, None))[2]
             total = record.size
             partial = await anyio.to_thread.run_sync(_Partial, path, sidecar, record)
+            loop = asyncio.get_running_loop()
+            # One batch is hashed and written by a thread while the next one arrives.
+            pending: asyncio.Future[None] | None = None
+            received = record.held
             try:
-                digest = await anyio.to_thread.run_sync(_hash_prefix, path, record.held)
                 with transport_errors("recording download failed"):
                     async for chunk in resp.content.iter_chunked(CHUNK):
-                        if total is not None and partial.written + len(chunk) > total:
+                        received += len(chunk)
+                        if total is not None and received > total:
                             raise IncompleteDownload("recording is longer than announced")
-                        digest.update(chunk)
                         batch = partial.add(chunk)
                         if batch is not None:
-                            await anyio.to_thread.run_sync(partial.write, batch)
+                            if pending is not None:
+                                await pending
+                            pending = loop.run_in_executor(None, partial.write, batch)
+                if pending is not None:
+                    await pending
             except OSError as exc:  # the disk's, not the network's (those are mapped above)
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_keep, partial)
+                await _settle(pending, partial)
                 raise disk_error(exc, path) or PermanentError(
                     f"cannot write {os.path.basename(path)}: {exc.strerror}"
                 ) from None
             except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_keep, partial)
+                await _settle(pending, partial)
                 raise
             await anyio.to_thread.run_sync(_keep, partial)
             held = partial.written
             if total is not None and held != total:
                 raise IncompleteDownload(f"recording has {held} of {total} bytes; will resume")
             await anyio.to_thread.run_sync(_place, path, sidecar, final)
-            return held, digest.hexdigest()
+            return held, partial.digest.hexdigest()
 
     @staticmethod
     def _continues(resp: aiohttp.ClientResponse, record: ResumeRecord | None) -> bool:
@@ -240,6 +253,18 @@ class RecordingDownload:
             return None
         record.held = min(record.held, have)
         return record if record.held > 0 else None
+
+
+async def _settle(pending: asyncio.Future[None] | None, partial: _Partial) -> None:
+    """After a failure or a cancellation: the write in flight finished, then what is held
+    made safe and recorded (shielded: a signal must not lose the bytes already received)."""
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        if pending is not None:
+            with contextlib.suppress(OSError):  # its error is the one being raised, or moot
+                await pending
+        await anyio.to_thread.run_sync(_keep, partial)
 
 
 def _keep(partial: _Partial) -> None:

@@ -274,7 +274,7 @@ class MediaRoutes:
         await resp.prepare(request)
         cut = self.media.cut_next.popleft() if self.media.cut_next else None
         # The client may go away (killed, or giving up): not an error of the stand-in's.
-        with contextlib.suppress(ConnectionResetError):
+        with contextlib.suppress(ConnectionError):
             await self._send(request, resp, rec, start, cut)
         return resp
 
