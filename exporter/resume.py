@@ -12,9 +12,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -26,6 +27,8 @@ from exporter.writer import sync_folder
 
 if TYPE_CHECKING:
     from exporter.download import Downloader
+
+T = TypeVar("T")
 
 # aiohttp pauses reading the socket past 64 KiB unread by default: a recording (one a
 # session, gigabytes) gets a larger buffer, for fewer pauses; bounded, so memory stays flat.
@@ -166,7 +169,7 @@ class RecordingDownload:
 
         final = os.path.join(os.fspath(self._archive.out_dir), rel)
         path, sidecar = partial_names(final)
-        record = await anyio.to_thread.run_sync(self._resumable, path, sidecar, recording_id, size)
+        record = await _on_disk(self._resumable, path, sidecar, recording_id, size)
         headers = {"Accept-Encoding": "identity"}
         if record is not None:
             headers["Range"] = f"bytes={record.held}-"
@@ -177,7 +180,7 @@ class RecordingDownload:
             etag = resp.headers.get("ETag")
             if resp.status == 416 or (resp.status == 206 and not self._continues(resp, record)):
                 # The range no longer fits the object (it changed, or shrank): from zero.
-                await anyio.to_thread.run_sync(_forget, path, sidecar)
+                await _on_disk(_forget, path, sidecar)
                 raise TransientError("recording changed since the partial download; restarting")
             if resp.status == 200 or record is None:
                 # The server ignored the range, or If-Range found the object changed: the
@@ -187,7 +190,7 @@ class RecordingDownload:
             elif record.size is None:
                 record.size = (content_range(resp.headers.get("Content-Range")) or (0, 0, None))[2]
             total = record.size
-            partial = await anyio.to_thread.run_sync(_Partial, path, sidecar, record)
+            partial = await _on_disk(_Partial, path, sidecar, record)
             loop = asyncio.get_running_loop()
             # One batch is hashed and written by a thread while the next one arrives.
             pending: asyncio.Future[None] | None = None
@@ -217,7 +220,7 @@ class RecordingDownload:
             held = partial.written
             if total is not None and held != total:
                 raise IncompleteDownload(f"recording has {held} of {total} bytes; will resume")
-            await anyio.to_thread.run_sync(_place, path, sidecar, final)
+            await _on_disk(_place, path, sidecar, final)
             return held, partial.digest.hexdigest()
 
     @staticmethod
@@ -253,6 +256,20 @@ class RecordingDownload:
             return None
         record.held = min(record.held, have)
         return record if record.held > 0 else None
+
+
+async def _on_disk(func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in a thread, its OSError as the error tree says (a full disk stops the
+    run; another write error fails the unit)."""
+    import anyio
+
+    try:
+        return await anyio.to_thread.run_sync(func, *args)
+    except OSError as exc:
+        name = os.path.basename(str(args[0]))
+        raise disk_error(exc, name) or PermanentError(
+            f"cannot write {name}: {exc.strerror or exc}"
+        ) from None
 
 
 async def _settle(pending: asyncio.Future[None] | None, partial: _Partial) -> None:

@@ -211,3 +211,29 @@ async def test_a_dry_run_plans_recordings_without_asking(standin, tmp_path: Path
         assert server.state.records() == []
     assert result.plan["export:recording"] == 2
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+async def test_a_206_that_does_not_continue_the_partial_starts_again(
+    standin, tmp_path: Path
+) -> None:
+    """A 206 whose Content-Range does not start at the bytes held is not appended: the partial
+    is dropped and the next attempt downloads the whole object."""
+    async with standin(recording_statuses=("UPLOADED",), recording_bytes=SIZE) as server:
+        media = server.state.media
+        (rec,) = media.recordings_of("app1", "s1")
+        media.cut_next.append(250_000)
+        once = settings_for(server, tmp_path, retry=RetryPolicy.immediate(max_attempts=1))
+        assert (await export(once)).stats.counts == {"failed": 1}
+        wrong = CannedResponse(
+            status=206,
+            body=b"x" * 1000,
+            headers={"Content-Range": f"bytes 7-1006/{SIZE}", "ETag": rec.etag},
+        )
+        server.script(f"/recording-files/app1/{rec.id}.mp4", wrong)
+        result = await export(settings_for(server, tmp_path))
+        asks = server.state.records("recording")
+    assert [a.status for a in asks] == [200, 206, 200]
+    assert "Range" in asks[1].headers and "Range" not in asks[2].headers  # then from zero
+    (line,) = [x for x in recording_lines(tmp_path / "out") if x["status"] == "exported"]
+    assert line["sha256"] == media.digest(rec.id)[1]
+    assert result.stats.retries == 1
