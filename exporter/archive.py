@@ -239,6 +239,20 @@ class FolderArchive:
         attachments. An object-storage archive streams the object instead."""
         return open(os.path.join(self._root, rel), "rb")
 
+    def local_path(self, rel: str) -> str:
+        """Where a resumable download of `rel` keeps its partial file and record: beside the
+        final name here; an object-storage archive names a place in its local work area."""
+        return os.path.join(self._root, rel)
+
+    def adopt(self, path: str, rel: str) -> None:
+        """Place a complete local file as `rel` (blocking): a rename and a folder sync here;
+        an object-storage archive uploads it (and removes the local copy)."""
+        from exporter.writer import sync_folder
+
+        final = os.path.join(self._root, rel)
+        os.replace(path, final)
+        sync_folder(os.path.dirname(final))
+
     def spool(self, rel: str) -> Spool:
         # Plain strings: a Path per temporary name and folder cost a few per cent of the CPU
         # per pair.

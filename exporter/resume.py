@@ -23,7 +23,6 @@ from exporter import writer
 from exporter.archive import FolderArchive, disk_error, partial_names, write_atomic
 from exporter.errors import IncompleteDownload, PermanentError, TransientError
 from exporter.http import Link, transport_errors
-from exporter.writer import sync_folder
 
 if TYPE_CHECKING:
     from exporter.download import Downloader
@@ -167,8 +166,7 @@ class RecordingDownload:
         partial kept for the next attempt)."""
         import anyio
 
-        final = os.path.join(os.fspath(self._archive.out_dir), rel)
-        path, sidecar = partial_names(final)
+        path, sidecar = partial_names(self._archive.local_path(rel))
         record = await _on_disk(self._resumable, path, sidecar, recording_id, size)
         headers = {"Accept-Encoding": "identity"}
         if record is not None:
@@ -220,8 +218,12 @@ class RecordingDownload:
             held = partial.written
             if total is not None and held != total:
                 raise IncompleteDownload(f"recording has {held} of {total} bytes; will resume")
-            await _on_disk(_place, path, sidecar, final)
+            await _on_disk(self._place, path, sidecar, rel)
             return held, partial.digest.hexdigest()
+
+    def _place(self, path: str, sidecar: str, rel: str) -> None:
+        self._archive.adopt(path, rel)
+        _forget(sidecar, sidecar)
 
     @staticmethod
     def _continues(resp: aiohttp.ClientResponse, record: ResumeRecord | None) -> bool:
@@ -297,9 +299,3 @@ def _forget(path: str, sidecar: str) -> None:
     for name in (path, sidecar):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
-
-
-def _place(path: str, sidecar: str, final: str) -> None:
-    os.replace(path, final)
-    _forget(sidecar, sidecar)
-    sync_folder(os.path.dirname(final))
