@@ -16,7 +16,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from exporter.errors import DiskError
 
@@ -72,7 +72,9 @@ def is_ours(name: str) -> bool:
 
 
 def remove_stale_temps(out_dir: Path) -> int:
-    """Remove temporary files a killed run left in DIR and its app folders; how many."""
+    """Remove temporary files a killed run left in DIR, its app folders and their media
+    folders (attachments, recordings); how many. Recording partials are not temporary files:
+    they wait to be resumed (see `remove_old_partials`)."""
     removed = 0
     if not out_dir.is_dir():
         return 0
@@ -80,11 +82,50 @@ def remove_stale_temps(out_dir: Path) -> int:
         entries = [top]
         if top.is_dir(follow_symlinks=False):
             entries = list(os.scandir(top.path))
+            entries += [e for d in list(entries) if _is_media_dir(d) for e in os.scandir(d.path)]
         for entry in entries:
             if entry.is_file(follow_symlinks=False) and is_temp_name(entry.name):
                 with suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
+    return removed
+
+
+MEDIA_DIRS = (".attachments", ".recordings")
+PARTIAL_SUFFIX = ".partial"
+SIDECAR_SUFFIX = ".resume.json"
+
+
+def _is_media_dir(entry: os.DirEntry[str]) -> bool:
+    return entry.name.endswith(MEDIA_DIRS) and entry.is_dir(follow_symlinks=False)
+
+
+def partial_names(final: str) -> tuple[str, str]:
+    """(partial file, its resume record) of a resumable download to `final`: fixed names, so
+    that a later run finds them, never the final name."""
+    folder, name = os.path.split(final)
+    stem = os.path.join(folder, f"{TMP_PREFIX}{name}")
+    return stem + PARTIAL_SUFFIX, stem + SIDECAR_SUFFIX
+
+
+def remove_old_partials(out_dir: Path, max_age: float, now: float) -> int:
+    """Remove recording partials (and their records) not resumed for `max_age` seconds."""
+    removed = 0
+    if not out_dir.is_dir():
+        return 0
+    for app in os.scandir(out_dir):
+        if not app.is_dir(follow_symlinks=False):
+            continue
+        for media in os.scandir(app.path):
+            if not _is_media_dir(media):
+                continue
+            for entry in os.scandir(media.path):
+                name = entry.name
+                if name.startswith(TMP_PREFIX) and name.endswith((PARTIAL_SUFFIX, SIDECAR_SUFFIX)):
+                    with suppress(FileNotFoundError):
+                        if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                            os.unlink(entry.path)
+                            removed += 1
     return removed
 
 
@@ -192,6 +233,25 @@ class FolderArchive:
     def intact(self, rel: str, size: object, sha256: object) -> bool:
         """The archived copy of `rel` is there as recorded (blocking: use a thread)."""
         return file_matches(os.path.join(self._root, rel), size, sha256)
+
+    def open_stored(self, rel: str) -> IO[bytes]:
+        """An archived file read back (blocking: use a thread), e.g. a chat CSV for its
+        attachments. An object-storage archive streams the object instead."""
+        return open(os.path.join(self._root, rel), "rb")
+
+    def local_path(self, rel: str) -> str:
+        """Where a resumable download of `rel` keeps its partial file and record: beside the
+        final name here; an object-storage archive names a place in its local work area."""
+        return os.path.join(self._root, rel)
+
+    def adopt(self, path: str, rel: str) -> None:
+        """Place a complete local file as `rel` (blocking): a rename and a folder sync here;
+        an object-storage archive uploads it (and removes the local copy)."""
+        from exporter.writer import sync_folder
+
+        final = os.path.join(self._root, rel)
+        os.replace(path, final)
+        sync_folder(os.path.dirname(final))
 
     def spool(self, rel: str) -> Spool:
         # Plain strings: a Path per temporary name and folder cost a few per cent of the CPU

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from exporter.archive import MANIFEST_NAME, writable_problem
-from exporter.config import DEFAULT_BASE_URL, KINDS, Rate, RetryPolicy, Settings, Timeouts
+from exporter.config import DEFAULT_BASE_URL, Rate, RetryPolicy, Settings, Timeouts, parse_include
 from exporter.options import build_parser
 from exporter.report import Output, report_end
 from exporter.sessions import app_id_problem
@@ -81,9 +81,10 @@ def settings_from(
         rate = Rate.parse(args.rate)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    kinds = tuple(k.strip() for k in args.include.split(",") if k.strip())
-    if not kinds or any(k not in KINDS for k in kinds):
-        raise UsageError(f"--include takes chat,transcript,summary; got {args.include!r}")
+    try:
+        kinds = parse_include(args.include)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     max_duration = None
     if args.max_duration:
         try:
@@ -111,7 +112,9 @@ def settings_from(
         timeouts=Timeouts(
             connect=args.connect_timeout, api=args.request_timeout, read=args.read_timeout
         ),
-        kinds=tuple(dict.fromkeys(kinds)),
+        kinds=kinds,
+        attachment_allow_hosts=frozenset(args.attachment_allow_host),
+        attachment_max_bytes=args.attachment_max_bytes,
         transcript_format=args.transcript_format,
         dry_run=args.dry_run,
         max_duration=max_duration,

@@ -83,7 +83,35 @@ class Timeouts:
     read: float = 60.0
 
 
-KINDS = ("chat", "transcript", "summary")
+KINDS = ("chat", "transcript", "summary", "attachment", "recording")
+# --include spellings: the plural is the spec's, the singular the manifest's `kind`.
+_KIND_ALIASES = {"attachments": "attachment", "recordings": "recording"}
+DEFAULT_ATTACHMENT_MAX_BYTES = 1 << 30
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(|B|KiB|MiB|GiB)\s*$")
+_SIZE_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_include(text: str) -> tuple[str, ...]:
+    """--include as manifest kinds, chat first when attachments need it (they are listed in
+    the chat CSV); a ValueError naming what is wrong otherwise."""
+    kinds = [_KIND_ALIASES.get(k.strip(), k.strip()) for k in text.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise ValueError(
+            "--include takes chat,transcript,summary,attachments,recordings; got " + repr(text)
+        )
+    if "attachment" in kinds and "chat" not in kinds:
+        kinds.insert(0, "chat")
+    return tuple(dict.fromkeys(kinds))
+
+
+def parse_size(text: str) -> int:
+    """A byte count, plain or with a KiB/MiB/GiB suffix; at least 1."""
+    m = _SIZE_RE.match(text)
+    if not m or int(m.group(1)) < 1:
+        raise ValueError(f"expected a size such as 1048576, 512KiB, 100MiB or 1GiB, got {text!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
 TRANSCRIPT_FORMATS = ("csv", "json", "srt", "vtt")
 
 
@@ -110,6 +138,14 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     kinds: tuple[str, ...] = ("chat",)
+    # Attachments: hosts exempt from the address rules (as written, lower-case), the size cap.
+    attachment_allow_hosts: frozenset[str] = frozenset()
+    attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
     transcript_format: str = "csv"
     dry_run: bool = False
     max_duration: float | None = None
+
+    @property
+    def pair_kinds(self) -> tuple[str, ...]:
+        """The kinds exported per pair: attachments come from each stored chat instead."""
+        return tuple(k for k in self.kinds if k != "attachment")

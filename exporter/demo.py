@@ -70,9 +70,16 @@ def main(argv: Sequence[str], run_export: RunExport) -> int:
         seed=2026,
         faults=FaultRates(api_5xx=0.15, download_expired=0.15, download_truncate=0.1),
         retry_after=1,
+        # Attachments in every payload form, and two recordings a session: one uploaded, one
+        # still being recorded (unavailable, looked at again by the next run).
+        attachments=6,
+        recording_statuses=("UPLOADED", "RECORDING"),
+        recording_bytes=1 << 20,
     )
     with standin_in_thread(config) as server:
         log.info("local RealtimeKit stand-in listening at %s", server.base_url)
+        # One recording download is cut off half way: the retry resumes it with Range.
+        server.state.media.cut_next.append(1 << 19)
         settings = Settings(
             token=config.token,
             account_id=config.account_id,
@@ -81,11 +88,15 @@ def main(argv: Sequence[str], run_export: RunExport) -> int:
             out_dir=out,
             manifest_path=out / MANIFEST_NAME,
             retry=RetryPolicy(initial_backoff=0.05, max_backoff=0.5),
+            kinds=("chat", "attachment", "recording"),
+            # The stand-in serves its attachments over http on 127.0.0.1: exempt it, as an
+            # operator would an internal file store.
+            attachment_allow_hosts=frozenset({"127.0.0.1"}),
         )
         code = run_export(settings, Output(progress=args.progress))
     log.info(
-        "demo: files in %s/<app_id>/<session_id>.csv, manifest in %s/manifest.jsonl; "
-        "check them with: rtk-export verify %s",
+        "demo: files in %s/<app_id>/<session_id>.csv, .attachments/ and .recordings/, "
+        "manifest in %s/manifest.jsonl; check them with: rtk-export verify %s",
         out,
         out,
         out,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -73,13 +73,35 @@ class Downloader:
             if not placed:
                 spool.discard()
 
-    async def _send_handling_redirects(self, url: URL) -> aiohttp.ClientResponse:
+    async def open(
+        self, link: Link, headers: Mapping[str, str], ok: frozenset[int], read_bufsize: int
+    ) -> aiohttp.ClientResponse:
+        """The answer to a GET of `link` with `headers` (redirects checked), for a caller that
+        reads the body itself (a resumable recording); a status not in `ok` is mapped to the
+        error tree here. The caller releases the answer."""
+        problem = download_url_problem(link.url)
+        if problem:
+            raise PermanentError(problem)
+        with transport_errors("download failed"):
+            resp = await self._send_handling_redirects(
+                URL(link.url, encoded=True), headers, read_bufsize
+            )
+            if resp.status not in ok:
+                async with resp:
+                    await self._refuse(resp, link)
+            return resp
+
+    async def _send_handling_redirects(
+        self, url: URL, headers: Mapping[str, str] | None = None, read_bufsize: int | None = None
+    ) -> aiohttp.ClientResponse:
         """The first answer that is not a redirect (the caller releases it); each hop is
         checked (https, or http to loopback) before a request goes to it, which aiohttp's own
         following cannot do."""
         assert self._session is not None, "use Downloader as an async context manager"
         for _ in range(MAX_REDIRECTS + 1):
-            resp = await self._session.get(url, allow_redirects=False)
+            resp = await self._session.get(
+                url, allow_redirects=False, headers=headers, read_bufsize=read_bufsize
+            )
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or not location:
                 return resp

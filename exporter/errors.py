@@ -6,7 +6,10 @@
     |   |-- LinkExpired         the presigned URL expired: ask for a fresh one
     |   `-- IncompleteDownload  fewer or more bytes than announced
     |-- PermanentError          not retried (other 4xx, success:false, malformed body, bad URL)
-    |   `-- Unavailable         404 for a transcript or summary that was never produced
+    |   |-- Unavailable         404 for a transcript or summary that was never produced
+    |   |-- Refused             an attachment link the address rules refuse: no request made
+    |   |-- TooLarge            an attachment over --attachment-max-bytes: nothing kept
+    |   `-- InvalidItem         a message or recording id that cannot name a file
     `-- FatalError              stops the run (token rejected, disk full) -> exit 2
 
 Messages never hold the token or a presigned URL's query string: they are written to the
@@ -60,6 +63,18 @@ class PermanentError(ExportError):
 
 class Unavailable(PermanentError):
     kind = "unavailable"
+
+
+class Refused(PermanentError):
+    kind = "refused"
+
+
+class TooLarge(PermanentError):
+    kind = "too_large"
+
+
+class InvalidItem(PermanentError):
+    kind = "invalid"
 
 
 class FatalError(ExportError):

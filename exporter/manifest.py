@@ -35,6 +35,15 @@ class Status(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
+# The manifest key naming the item of a kind with several per session.
+ITEM_KEYS = {"attachment": "message_id", "recording": "recording_id"}
+
+
+def unit_key(kind: str, item: str | None = None) -> str:
+    """What tells a unit apart within its session: the kind, and its item if it has one."""
+    return kind if item is None else f"{kind}/{item}"
+
+
 DONE = frozenset({Status.EXPORTED, Status.SKIPPED})  # the unit's file is archived
 _STATUSES = frozenset(s.value for s in Status)
 
@@ -55,6 +64,9 @@ class Record:
     error: dict[str, Any] | None = None
     finished_at: str = ""
     line: int | None = None  # for `invalid`: the SESSIONS line number
+    # The item within the session, for the kinds that have several: `message_id` of an
+    # attachment, `recording_id` of a recording (null: the session has none).
+    item: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -72,6 +84,8 @@ class Record:
         }
         if self.line is not None:
             doc["line"] = self.line
+        if self.kind in ITEM_KEYS:
+            doc[ITEM_KEYS[self.kind]] = self.item
         return doc
 
     def encode(self) -> builtins.bytes:  # `bytes` is a field here
@@ -93,6 +107,7 @@ def record(
     sha256: str | None = None,
     error: ExportError | None = None,
     line: int | None = None,
+    item: str | None = None,
 ) -> Record:
     """A line finished now."""
     return Record(
@@ -108,6 +123,7 @@ def record(
         error=error.as_record() if error else None,
         finished_at=now_rfc3339(),
         line=line,
+        item=item,
     )
 
 
@@ -146,6 +162,7 @@ def decode(raw: bytes) -> Record | None:
     if status in DONE and not (size_ok and digest_ok):
         raise Damaged(f"says {status} but has no valid bytes and sha256")
     attempts, error, line = doc.get("attempts"), doc.get("error"), doc.get("line")
+    item = doc.get(ITEM_KEYS[kind]) if kind in ITEM_KEYS else None
     return Record(
         app_id=doc["app_id"],
         session_id=doc["session_id"],
@@ -159,11 +176,12 @@ def decode(raw: bytes) -> Record | None:
         error=error if isinstance(error, dict) else None,
         finished_at=str(doc.get("finished_at") or ""),
         line=line if isinstance(line, int) else None,
+        item=item if isinstance(item, str) else None,
     )
 
 
 def _key(rec: Record) -> int:
-    return key_of(rec.app_id or "", rec.session_id or "", rec.kind)
+    return key_of(rec.app_id or "", rec.session_id or "", unit_key(rec.kind, rec.item))
 
 
 class Manifest:
@@ -202,12 +220,12 @@ class Manifest:
                 self.index.put(_key(rec), here)
                 if rec.status is Status.FAILED:
                     kinds = failed.setdefault((rec.app_id or "", rec.session_id or ""), {})
-                    kinds[rec.kind] = parse_rfc3339(rec.finished_at)
+                    kinds[unit_key(rec.kind, rec.item)] = parse_rfc3339(rec.finished_at)
                 elif failed:
                     pair = (rec.app_id or "", rec.session_id or "")
                     known = failed.get(pair)
                     if known is not None:
-                        known.pop(rec.kind, None)
+                        known.pop(unit_key(rec.kind, rec.item), None)
                         if not known:
                             del failed[pair]
 
@@ -224,9 +242,11 @@ class Manifest:
                 out.append(Pair(app, sid, 0))
         return out
 
-    def latest(self, app_id: str, session_id: str, kind: str) -> Record | None:
+    def latest(
+        self, app_id: str, session_id: str, kind: str, item: str | None = None
+    ) -> Record | None:
         """The last line recorded for this unit before this run, or None."""
-        offset = self.index.get(key_of(app_id, session_id, kind))
+        offset = self.index.get(key_of(app_id, session_id, unit_key(kind, item)))
         if offset is None:
             return None
         if self._reader is None:
@@ -234,7 +254,12 @@ class Manifest:
         self._reader.seek(offset)
         rec = _quiet(self._reader.readline())
         # A 64-bit key can collide: trust the line only if it names this very unit.
-        if rec is None or (rec.app_id, rec.session_id, rec.kind) != (app_id, session_id, kind):
+        if rec is None or (rec.app_id, rec.session_id, rec.kind, rec.item) != (
+            app_id,
+            session_id,
+            kind,
+            item,
+        ):
             return None
         return rec
 

@@ -12,6 +12,7 @@ from exporter.config import (
     TRANSCRIPT_FORMATS,
     RetryPolicy,
     Timeouts,
+    parse_size,
 )
 
 DESCRIPTION = """\
@@ -32,6 +33,23 @@ exit codes: 0 all exported or skipped; 1 some failed or invalid; 2 could not sta
 early (bad arguments, credentials, disk); 3 stopped by --max-duration with pairs left;
 75 DIR locked by another run; 130/143 interrupted by SIGINT/SIGTERM.
 """
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host(text: str) -> str:
+    # As the link's host is compared: lower case, an IPv6 literal without its brackets.
+    host = text.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or "/" in host or "@" in host:
+        raise argparse.ArgumentTypeError(f"expected a host name or address, got {text!r}")
+    return host
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--include",
         default="chat",
         metavar="KINDS",
-        help="what to export: any of chat,transcript,summary (default chat)",
+        help="what to export: any of chat,transcript,summary,attachments,recordings "
+        "(default chat; attachments implies chat)",
+    )
+    p.add_argument(
+        "--attachment-allow-host",
+        metavar="HOST",
+        action="append",
+        default=[],
+        type=_host,
+        help="exempt this attachment host (as written in the link) from the public-address "
+        "rule; http to a loopback address is then allowed too (repeatable)",
+    )
+    p.add_argument(
+        "--attachment-max-bytes",
+        metavar="SIZE",
+        type=_size,
+        default="1GiB",
+        help="refuse an attachment larger than SIZE (bytes, or KiB/MiB/GiB; default 1GiB)",
     )
     p.add_argument(
         "--transcript-format",

@@ -17,21 +17,25 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.archive import FolderArchive
+from exporter.archive import FolderArchive, remove_old_partials
+from exporter.attachments import Attachment
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.discovery import FAILED_RETRY_AGE, Discovery
 from exporter.download import Downloader
 from exporter.errors import DiskError, ExportError, FatalError
 from exporter.keyset import KeySet, key_of
-from exporter.manifest import Manifest, Record, Status, record
+from exporter.manifest import DONE, Manifest, Record, Status, record
+from exporter.media import MediaExport
 from exporter.progress import QuietReporter, Reporter
 from exporter.ratelimit import Pacer
+from exporter.resume import MAX_AGE as PARTIAL_MAX_AGE
 from exporter.retry import RetryDetails
 from exporter.runstate import RunState
 from exporter.sessions import InvalidLine, Pair, Unit, count_lines, read_file, read_live
 from exporter.stats import RunResult, Stats, new_run_id
 from exporter.unit import UnitExport
+from exporter.untrusted import UntrustedFetcher
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class Run:
         self._result = RunResult(run_id=self.run_id, stats=self.stats)
         self._scope: anyio.CancelScope | None = None
         self._export_unit: UnitExport | None = None
+        self._media: MediaExport | None = None
         self._archive = FolderArchive(settings.out_dir)
 
     # -- the run --------------------------------------------------------------------------
@@ -98,7 +103,21 @@ class Run:
                     ApiClient(self.s, self.pacer, self.stats, self._retry_scheduled) as api,
                     self._archive,
                     Downloader(self.s, self._archive) as dl,
+                    UntrustedFetcher(self.s, self._archive) as fetcher,
                 ):
+                    self._media = MediaExport(
+                        self.s,
+                        self.run_id,
+                        self.manifest,
+                        self._archive,
+                        api,
+                        dl,
+                        fetcher,
+                        self._retry_scheduled,
+                        self._seen.add,
+                        self.stats,
+                        self._result.plan,
+                    )
                     self._export_unit = UnitExport(
                         self.s,
                         self.run_id,
@@ -138,6 +157,11 @@ class Run:
             removed = await anyio.to_thread.run_sync(self._archive.remove_stale)
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
+            old = await anyio.to_thread.run_sync(
+                remove_old_partials, self.s.out_dir, PARTIAL_MAX_AGE, time.time()
+            )
+            if old:
+                log.info("removed %d recording partial(s) not resumed for 7 days", old)
             try:
                 self.manifest.open_for_append()
             except OSError as exc:
@@ -218,7 +242,7 @@ class Run:
                     if isinstance(item, InvalidLine):
                         self._invalid(item)
                         continue
-                    for kind in self.s.kinds:
+                    for kind in self.s.pair_kinds:
                         if self._seen.add(key_of(item.app_id, item.session_id, kind)):
                             self.stats.total = (self.stats.total or 0) + 1
                             unit = Unit(item.app_id, item.session_id, kind)
@@ -258,6 +282,9 @@ class Run:
     async def _work(self, recv: MemoryObjectReceiveStream[Unit]) -> None:
         async with recv:
             while True:
+                assert self._media is not None
+                while (att := self._media.take()) is not None:  # queued attachments first
+                    await self._attachment(att)
                 # Fast path (bench.ab): a unit already waiting is taken at once; receive()
                 # would first go round the event loop (a checkpoint), once per unit.
                 try:
@@ -266,20 +293,37 @@ class Run:
                     try:
                         unit = await recv.receive()
                     except anyio.EndOfStream:
-                        return
+                        break
                 except anyio.EndOfStream:
-                    return
+                    break
                 if self._past_deadline():
                     self._result.left += 1
                     continue
                 try:
+                    if unit.kind == "recording":
+                        await self._media.recordings(unit, self._finish)
+                        continue
                     assert self._export_unit is not None
                     rec = await self._export_unit(unit)
                     if rec is not None:
                         self._finish(rec)
+                        if rec.kind == "chat" and rec.status in DONE and self._media.attachments:
+                            await self._media.after_chat(unit, self._attachment)
                 except FatalError as exc:
                     self._stop(exc)
                     return
+            await self._media.drain(self._attachment)
+
+    async def _attachment(self, att: Attachment) -> None:
+        """One attachment unit, as a worker does any unit (deadline, fatal errors)."""
+        assert self._media is not None
+        if self._past_deadline():
+            self._result.left += 1
+            return
+        try:
+            self._finish(await self._media.attachment(att))
+        except FatalError as exc:
+            self._stop(exc)
 
     def _finish(self, rec: Record) -> None:
         self.stats.counts[rec.status] += 1

@@ -3,9 +3,10 @@ n-th pass through one point named by RTK_KILL_AT=point:n (test-only; the product
 
 Points: mid-download (half of a body's bytes written to its temporary file), before-rename
 (temporary file complete and fsynced), after-rename (file in place, manifest line not written),
-mid-manifest-line (half a manifest line written), after-manifest-line. And one that is not a
-kill: bug-in-client (an unexpected exception quoting the request, as aiohttp's RequestInfo
-repr does, headers and presigned URL included).
+mid-manifest-line (half a manifest line written), after-manifest-line, recording-at (the
+n-th byte of recordings written to a partial file: RTK_KILL_AT=recording-at:BYTES). And one
+that is not a kill: bug-in-client (an unexpected exception quoting the request, as aiohttp's
+RequestInfo repr does, headers and presigned URL included).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ POINTS = (
     "after-rename",
     "mid-manifest-line",
     "after-manifest-line",
+    "recording-at",
     "bug-in-client",
 )
 
@@ -82,6 +84,19 @@ def plant(point: str, n: int) -> None:
             real_append(self, rec)
 
         Manifest.append = append
+    elif point == "recording-at":
+        from exporter import resume
+
+        real_write = resume._write
+        written = [0]
+
+        def write(fd: int, data: bytes) -> None:
+            real_write(fd, data)
+            written[0] += len(data)
+            if written[0] >= n:
+                _die()
+
+        resume._write = write
     elif point == "bug-in-client":
         from exporter import client
 

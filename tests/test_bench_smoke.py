@@ -36,3 +36,11 @@ def test_the_start_up_benchmark_runs() -> None:
     out = _bench("bench.startup", "--runs", "1")
     assert "python -m exporter --help" in out
     assert "python -c pass" in out
+
+
+def test_the_media_benchmarks_run() -> None:
+    """bench.media compares attachments with curl --parallel and a recording with curl -o."""
+    out = _bench("bench.media", "attachments", "--count", "12", "--runs", "1")
+    assert "rtk-export / curl wall time" in out
+    out = _bench("bench.media", "recording", "--bytes", str(64 << 20))
+    assert "x throughput" in out and "rerun" in out

@@ -215,7 +215,8 @@ def test_the_packaged_example_is_the_top_level_one() -> None:
 
 
 def test_demo_outside_the_repository_exports_the_packaged_example(tmp_path: Path) -> None:
-    """Run from another folder, `demo` exports the same six pairs from the package's copy."""
+    """Run from another folder, `demo` exports the same six pairs from the package's copy,
+    with their attachments and recordings."""
     proc = subprocess.run(
         [sys.executable, "-m", "exporter", "demo", "--out", "d"],
         capture_output=True,
@@ -226,7 +227,10 @@ def test_demo_outside_the_repository_exports_the_packaged_example(tmp_path: Path
         env=cli_env("http://unused"),
     )
     assert proc.returncode == 0, proc.stderr
-    assert len(manifest_lines(tmp_path / "d" / "manifest.jsonl")) == 6
+    lines = manifest_lines(tmp_path / "d" / "manifest.jsonl")
+    assert len([x for x in lines if x["kind"] == "chat"]) == 6
+    exported = {x["kind"] for x in lines if x["status"] == "exported"}
+    assert exported == {"chat", "attachment", "recording"}
 
 
 def test_demo_runs_a_real_export(tmp_path: Path) -> None:
@@ -250,7 +254,10 @@ def test_demo_runs_a_real_export(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = manifest_lines(tmp_path / "demo" / "manifest.jsonl")
-    assert len(lines) == 6 and {x["status"] for x in lines} == {"exported"}
+    chats = [x for x in lines if x["kind"] == "chat"]
+    assert len(chats) == 6 and {x["status"] for x in chats} == {"exported"}
+    # Attachments without a link and recordings still being recorded are unavailable.
+    assert {x["status"] for x in lines} == {"exported", "unavailable"}
     verify = subprocess.run(
         [sys.executable, "-m", "exporter", "verify", str(tmp_path / "demo")],
         capture_output=True,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from exporter.standin.media import ATTACHMENT_PREFIX, RECORDING_PREFIX, MediaRoutes
 from exporter.standin.model import (
     API_FAULTS,
     API_PREFIX,
@@ -70,6 +71,10 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
 def _route(path: str) -> Route:
     if path.startswith(API_PREFIX + "/"):
         return "api"
+    if path.startswith(ATTACHMENT_PREFIX + "/"):
+        return "attachment"
+    if path.startswith(RECORDING_PREFIX + "/"):
+        return "recording"
     return "download" if path.startswith(DOWNLOAD_PREFIX + "/") else "other"
 
 
@@ -333,6 +338,7 @@ class _Service:
         spec = self.state.session(request.match_info["app_id"], request.match_info["session_id"])
         if spec is None:
             return self.error(404, 404, "Session not found", "rtk")
+        self.state.media.recordings_of(spec.app_id, spec.session_id)
         breakouts = request.query.get("include_breakout_rooms", "false").lower() == "true"
         return web.json_response(
             {
@@ -485,5 +491,15 @@ def build_app(state: StandinState) -> web.Application:
     )
     app.router.add_get(
         DOWNLOAD_PREFIX + "/{app_id}/{session_id}/{filename}", service.download, allow_head=False
+    )
+    media = MediaRoutes(state)
+    recordings = API_PREFIX + "/accounts/{account_id}/realtime/kit/{app_id}/recordings"
+    app.router.add_get(recordings, media.list_recordings, allow_head=False)
+    app.router.add_get(recordings + "/{recording_id}", media.one_recording, allow_head=False)
+    app.router.add_get(
+        ATTACHMENT_PREFIX + "/{app_id}/{session_id}/{name}", media.attachment, allow_head=False
+    )
+    app.router.add_get(
+        RECORDING_PREFIX + "/{app_id}/{name}", media.recording_file, allow_head=False
     )
     return app

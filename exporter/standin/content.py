@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 
+from exporter.standin.media import Media
 from exporter.standin.model import CHAT_CSV_HEADER, Kind, SessionSpec, StandinConfig, meeting_id
 
 # Display names and payloads chosen to break naive CSV handling: commas, doubled quotes,
@@ -56,18 +57,34 @@ def catalogue_of(sessions: Iterable[SessionSpec]) -> dict[tuple[str, str], Sessi
 
 
 def expected_body(
-    config: StandinConfig, app_id: str, session_id: str, kind: Kind = "chat", fmt: str = "csv"
+    config: StandinConfig,
+    app_id: str,
+    session_id: str,
+    kind: Kind = "chat",
+    fmt: str = "csv",
+    origin: str | None = None,
 ) -> bytes:
-    """What a stand-in run with `config` serves for this download (e.g. in another process)."""
-    return Content(config, catalogue_of(config.sessions)).body(app_id, session_id, kind, fmt)
+    """What a stand-in run with `config` serves for this download (e.g. in another process);
+    a chat names attachment links at the stand-in's `origin` (http://HOST:PORT)."""
+    content = Content(config, catalogue_of(config.sessions))
+    if origin is not None:
+        content.origin = origin
+    return content.body(app_id, session_id, kind, fmt)
 
 
 class Content:
     """Deterministic bodies per (app_id, session_id, kind, format), seeded by the config."""
 
-    def __init__(self, config: StandinConfig, catalogue: Mapping[tuple[str, str], SessionSpec]):
+    def __init__(
+        self,
+        config: StandinConfig,
+        catalogue: Mapping[tuple[str, str], SessionSpec],
+        media: Media | None = None,
+    ):
         self.config = config
         self.catalogue = catalogue
+        self.media = media or Media(config)
+        self.origin = "http://127.0.0.1"  # where attachment links point: set once bound
         # Every download asks for a body's plan and its rows several times (size, then chunks),
         # and a chaos run serves thousands: building the 64 template rows dominated the
         # stand-in's CPU. Bounded, so a million-session run stays small.
@@ -76,6 +93,8 @@ class Content:
 
     def size(self, app_id: str, session_id: str, kind: Kind = "chat", fmt: str = "csv") -> int:
         if kind == "chat":
+            if self.config.attachments:  # rows of links, of the origin's length
+                return sum(len(c) for c in self._chat_chunks(app_id, session_id))
             return self._chat_plan(app_id, session_id)[0]
         return len(self._small(app_id, session_id, kind, fmt))
 
@@ -134,7 +153,12 @@ class Content:
             person = rng.randrange(len(_NAMES))
             kind = rng.choices(("TEXT_MESSAGE", "IMAGE_MESSAGE", "FILE_MESSAGE"), (8, 1, 1))[0]
             if kind == "IMAGE_MESSAGE":
-                payload = f"https://assets.example.invalid/chat/{rng.randrange(10**6)}.png"
+                # A bare link: to the stand-in's own attachment route when attachments are on;
+                # else to a port-free loopback address (refused, never fetched), so that the
+                # same config serves the same bytes from any port.
+                name = f"r{rng.randrange(10**6)}.png"
+                origin = self.origin if self.config.attachments else "https://127.0.0.1"
+                payload = self.media.link(origin, app_id, session_id, name)
             elif kind == "FILE_MESSAGE":
                 payload = json.dumps(
                     {"name": 'report, final "v2".pdf', "size": rng.randrange(10**6)}
@@ -216,6 +240,24 @@ class Content:
                 buf = []
         if pad >= 0:
             buf.append(row(rows, filler + "x" * pad))
+        meeting = meeting_id(app_id, session_id)
+        for n, (mid, ptype, payload) in enumerate(
+            self.media.attachment_messages(self.origin, app_id, session_id)
+        ):
+            middle = self._csv_line(
+                (
+                    "participant-0001",
+                    session_id,
+                    meeting,
+                    _NAMES[n % len(_NAMES)],
+                    "false",
+                    "false",
+                    ptype,
+                    payload,
+                )
+            )
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + 7 * (rows + n)))
+            buf.append(f"{self._csv_line((mid,))},{middle},{stamp}.000Z\r\n")
         yield "".join(buf).encode()
 
     def _small(self, app_id: str, session_id: str, kind: Kind, fmt: str) -> bytes:

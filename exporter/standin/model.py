@@ -36,7 +36,7 @@ DOWNLOAD_FAULTS = (
 
 Kind = Literal["chat", "transcript", "summary"]
 Envelope = Literal["auto", "v4", "rtk"]
-Route = Literal["api", "download", "other"]
+Route = Literal["api", "download", "attachment", "recording", "other"]
 Action = Literal["respond", "drop", "stall", "trickle", "hang", "raw"]
 
 
@@ -159,6 +159,19 @@ class StandinConfig:
     default_per_page: int = 20
     max_per_page: int | None = None  # silently caps per_page, as some APIs do
     token_lacks_permission: bool = False  # 403 on every API call, token otherwise accepted
+    # Media (see standin/media.py). attachments: image/file rows added to each chat CSV,
+    # cycling through the payload forms (one in six names no link); attachment_odd_ids adds
+    # rows whose message ids must never name a file. With attachments on, chat CSVs name the
+    # stand-in's own origin (host and port): another server serves other bytes.
+    attachments: int = 0
+    attachment_odd_ids: bool = False
+    attachment_bytes: int | None = None  # each attachment's size (None: 500-6500 bytes)
+    recording_statuses: tuple[str, ...] = ()  # each session's recordings, by status
+    recording_bytes: int = 256 * 1024
+    recordings_ignore_filter: bool = False  # the list ignores meeting_id, as it may
+    recordings_omit_session_id: bool = False  # the list leaves session_id out
+    ignore_range: bool = False  # recording files always served whole (200)
+    recording_chunk_delay: float = 0.0  # seconds between 64 KiB of a recording file
 
     def __post_init__(self) -> None:
         if self.chat_bytes is not None and self.chat_bytes < 1024:
@@ -167,6 +180,8 @@ class StandinConfig:
             raise ValueError("retry_after and retry_after_grace must not be negative")
         if self.rate_limit is not None and (self.rate_limit[0] < 1 or self.rate_limit[1] <= 0):
             raise ValueError("rate_limit needs N >= 1 and W > 0")
+        if self.attachments and self.chat_bytes is not None:
+            raise ValueError("attachments and chat_bytes do not combine")
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ async def run_standin(
         bound_host, bound_port = runner.addresses[0][:2]
         bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         origin = f"http://{bound_host}:{bound_port}"
+        state.content.origin = origin  # attachment links in chat CSVs point here
         yield StandinServer(origin + API_PREFIX, origin, state)
     finally:
         await runner.cleanup()
@@ -155,6 +156,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--error-envelope", choices=("auto", "v4", "rtk"), default="auto")
     p.add_argument("--omit-paging", action="store_true")
     p.add_argument("--token-lacks-permission", action="store_true")
+    p.add_argument("--attachments", type=int, default=0, help="attachment rows per chat")
+    p.add_argument("--attachment-odd-ids", action="store_true")
+    p.add_argument("--attachment-bytes", type=int)
+    p.add_argument(
+        "--recordings",
+        default="",
+        help="each session's recordings by status, e.g. UPLOADED,RECORDING",
+    )
+    p.add_argument("--recording-bytes", type=int, default=256 * 1024)
+    p.add_argument("--recordings-ignore-filter", action="store_true")
+    p.add_argument("--ignore-range", action="store_true")
+    p.add_argument("--recording-chunk-delay", type=float, default=0.0)
     for f in fields(FaultRates):
         p.add_argument(
             f"--fault-{f.name.replace('_', '-')}",
@@ -210,6 +223,14 @@ def _config(args: argparse.Namespace) -> StandinConfig:
         error_envelope=args.error_envelope,
         omit_paging=args.omit_paging,
         token_lacks_permission=args.token_lacks_permission,
+        attachments=args.attachments,
+        attachment_odd_ids=args.attachment_odd_ids,
+        attachment_bytes=args.attachment_bytes,
+        recording_statuses=tuple(s for s in args.recordings.split(",") if s),
+        recording_bytes=args.recording_bytes,
+        recordings_ignore_filter=args.recordings_ignore_filter,
+        ignore_range=args.ignore_range,
+        recording_chunk_delay=args.recording_chunk_delay,
     )
 
 

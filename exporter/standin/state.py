@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from exporter.standin.content import Content
+from exporter.standin.media import Media
 from exporter.standin.model import (
     DOWNLOAD_PREFIX,
     CannedResponse,
@@ -79,7 +80,10 @@ class StandinState:
         self.top_level: dict[str, list[SessionSpec]] = {}
         for spec in config.sessions:
             self.add_session(spec)
-        self.content = Content(config, self.catalogue)
+        self.media = Media(config)
+        self.content = Content(config, self.catalogue, self.media)
+        for app_id, sid in self.catalogue:
+            self.media.recordings_of(app_id, sid)
         self.rng = random.Random(config.seed)  # noqa: S311
         # Per instance, so a URL from an earlier server (an earlier test) never verifies.
         self.secret = hashlib.sha256(f"{config.seed}:{time.time_ns()}".encode()).digest()
