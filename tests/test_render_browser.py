@@ -169,7 +169,8 @@ async def test_the_filter_narrows_the_list_as_one_types(tmp_path: Path) -> None:
             ("QUARTERLY num", ["app1/alpha.html"]),
         ):
             await tab.eval(
-                "(() => { const f = document.getElementById('filter'); f.value = ''; f.focus(); })()"
+                "(() => { const f = document.getElementById('filter'); f.value = '';"
+                " f.focus(); })()"
             )
             await tab.send("Input.insertText", text=typed)
             assert await tab.eval(visible) == expected, typed
