@@ -88,19 +88,23 @@ def inert_json(value: object) -> str:
     )
 
 
-def write_atomic(path: Path, chunks: Iterable[str]) -> str:
-    """Write the page under a temporary name in its folder and rename it into place; the
-    SHA-256 of what was written. A failure (also of the chunks' source) leaves no file."""
+def write_atomic(path: Path, chunks: Iterable[str]) -> None:
+    """Write the page under a temporary name in its folder and rename it into place. A
+    failure (also of the chunks' source) leaves no file. No fsync: a page lost to a crash is
+    rendered again, since the record is committed after it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(temp_name(str(path)))
-    sha = hashlib.sha256()
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            # Jinja yields a piece per template node: join them into larger writes.
+            buffer: list[str] = []
             for chunk in chunks:
-                out.write(chunk)
-                sha.update(chunk.encode())
+                buffer.append(chunk)
+                if len(buffer) >= 512:
+                    out.write("".join(buffer))
+                    buffer.clear()
+            out.write("".join(buffer))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return sha.hexdigest()

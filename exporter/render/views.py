@@ -76,7 +76,7 @@ LINKABLE = frozenset(
         ),
     }
 )
-MAX_WORDS = 2000  # distinct words a session contributes to the filter's index
+MAX_WORDS = 1000  # distinct words a session gives the filter (bounds an index page's size)
 _WORD = re.compile(r"\w{2,40}")
 _CHUNK = 64 * 1024
 
@@ -134,9 +134,12 @@ class Stats:
 
 def show_time(m: Message) -> tuple[str, str | None]:
     """(shown, machine-readable) time of a message: UTC, to the second."""
-    if m.when is None:
+    w = m.when
+    if w is None:
         return m.created, None
-    return m.when.strftime("%Y-%m-%d %H:%M:%S UTC"), m.when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    day = f"{w.year:04d}-{w.month:02d}-{w.day:02d}"
+    clock = f"{w.hour:02d}:{w.minute:02d}:{w.second:02d}"
+    return f"{day} {clock} UTC", f"{day}T{clock}Z"
 
 
 def _size(n: int | None) -> str:
