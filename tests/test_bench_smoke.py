@@ -36,3 +36,10 @@ def test_the_start_up_benchmark_runs() -> None:
     out = _bench("bench.startup", "--runs", "1")
     assert "python -m exporter --help" in out
     assert "python -c pass" in out
+
+
+def test_the_render_benchmark_runs_on_a_few_sessions() -> None:
+    """bench.render renders every session, then one changed session alone on the rerun."""
+    out = _bench("bench.render", "--sessions", "5", "--messages", "3")
+    assert "render: 5 sessions rendered" in out
+    assert "render: 1 sessions rendered, 4 unchanged" in out
