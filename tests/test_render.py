@@ -183,7 +183,8 @@ def test_the_search_index_is_inert_json_holding_names_ids_and_words(tmp_path: Pa
 
 
 def test_attachments_link_to_archived_copies_and_unarchived_links_stay_text(tmp_path: Path) -> None:
-    """An archived image is shown from the archive by a relative link, an archived PDF linked
+    """An archived image (with or without an extension) is shown from the archive by a
+    relative link, an archived PDF linked
     (noopener noreferrer), an archived HTML file not linked, a link never archived shown as
     text only."""
     a = Archive(tmp_path / "dir")
@@ -209,8 +210,12 @@ def test_attachments_link_to_archived_copies_and_unarchived_links_stay_text(tmp_
             "m-gone", "Bo", "https://cdn.invalid/never.png", "2026-11-20T09:00:03Z", "IMAGE_MESSAGE"
         ),
     ]
+    msgs.append(
+        Msg("m-noext", "Cy", "https://cdn.invalid/raw", "2026-11-20T09:00:04Z", "IMAGE_MESSAGE")
+    )
     a.add_chat(APP, "s1", msgs)
     img = a.add_attachment(APP, "s1", "m-img", "png", png())
+    noext = a.add_attachment(APP, "s1", "m-noext", "", png())
     pdf = a.add_attachment(APP, "s1", "m-pdf", "pdf", b"%PDF-1.4\n")
     a.add_attachment(APP, "s1", "m-html", "html", b"<script>alert(1)</script>")
     site_dir = tmp_path / "elsewhere" / "site"
@@ -218,9 +223,11 @@ def test_attachments_link_to_archived_copies_and_unarchived_links_stay_text(tmp_
     page_path = site_dir / APP / "s1.html"
     page = Page(page_path.read_text(encoding="utf-8"))
     imgs = [at["src"] for t, at in page.tags if t == "img"]
-    assert len(imgs) == 1
-    assert (page_path.parent / imgs[0]).resolve() == (a.root / img).resolve()
-    links = {at["href"]: at for t, at in page.tags if t == "a" and "download" in at}
+    assert [(page_path.parent / i).resolve() for i in imgs] == [
+        (a.root / img).resolve(),
+        (a.root / noext).resolve(),
+    ]
+    links = {at["href"]: at for t, at in page.tags if t == "a" and at.get("class") == "file"}
     (href,) = links
     assert (page_path.parent / href).resolve() == (a.root / pdf).resolve()
     assert links[href]["rel"] == "noopener noreferrer"
@@ -416,3 +423,21 @@ def test_a_page_that_fails_while_written_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(Damaged):
         pages.write_atomic(target, chunks())
     assert os.listdir(target.parent) == []
+
+
+def test_other_templates_or_a_damaged_record_render_every_page_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages made from other templates are not kept; a record that is not a database costs
+    a full render, not a failure."""
+    a = Archive(tmp_path / "dir")
+    for i in range(3):
+        simple_session(a, APP, f"s{i}", i)
+    html = a.root / "html"
+    render_site(a.root, a.manifest, html)
+    monkeypatch.setattr(pages, "DIGEST", "another-template")
+    assert render_site(a.root, a.manifest, html).rendered == 3
+    assert render_site(a.root, a.manifest, html).rendered == 0
+    (record,) = html.glob(".rtk-export-site*")
+    record.write_bytes(b"not a database" * 100)
+    assert render_site(a.root, a.manifest, html).rendered == 3

@@ -31,6 +31,12 @@ def _hash(text: str) -> str:
 
 STYLE = _asset("site.css")
 SCRIPT = _asset("filter.js")
+# Pages rendered from other templates are rendered again (the record keeps this digest).
+DIGEST = hashlib.sha256(
+    "\0".join(
+        _asset(n) for n in ("base.html", "session.html", "index.html", "site.css", "filter.js")
+    ).encode()
+).hexdigest()[:16]
 
 
 def csp(script: bool) -> str:

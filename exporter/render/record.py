@@ -15,7 +15,8 @@ from pathlib import Path
 from exporter.manifest import Record as Line
 from exporter.sessions import app_id_problem, session_id_problem
 
-# Bump when a template or what a page shows changes: every page is rendered again.
+# Bump when what a page shows changes in code (template changes are seen by their digest):
+# every page is then rendered again.
 RENDER_VERSION = "1"
 KINDS = ("chat", "transcript", "summary", "attachment")
 _BATCH = 1000
@@ -73,8 +74,9 @@ def attachment_id(line: Line) -> str | None:
 
 
 class RenderRecord:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, templates: str = "") -> None:
         self.path = path
+        self.version = f"{RENDER_VERSION}:{templates}"
         try:
             self.db = self._open()
         except sqlite3.DatabaseError:
@@ -91,10 +93,10 @@ class RenderRecord:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA temp_store=FILE")  # the units table may be large: keep it on disk
         db.executescript(_SCHEMA)
-        if self._meta_of(db, "version") != RENDER_VERSION:
+        if self._meta_of(db, "version") != self.version:
             db.execute("DELETE FROM sessions")
             db.execute("DELETE FROM pages")
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (RENDER_VERSION,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (self.version,))
         db.commit()
         return db
 

@@ -51,7 +51,7 @@ def render_site(
     site.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(site)
     outcome = Outcome()
-    record = RenderRecord(site / SITE_RECORD_NAME)
+    record = RenderRecord(site / SITE_RECORD_NAME, pages.DIGEST)
     try:
         manifest = Manifest(manifest_path)
         try:

@@ -192,7 +192,9 @@ class Views:
             return
         ext = PurePosixPath(unit.path).suffix.lower().lstrip(".")
         link = href(self.to_dir, unit.path)
-        if image and ext in IMAGE_TYPES:
+        if image and ext not in ("html", "htm", "xhtml", "xml"):
+            # An <img> only ever decodes an image (an SVG in one runs no script), whatever
+            # the file holds: an image message is shown inline even without an extension.
             view.image = link
         elif ext in LINKABLE:
             view.file_href = link
