@@ -8,7 +8,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -65,18 +65,17 @@ ENV = jinja2.Environment(
 ENV.globals.update(style=Markup(STYLE))  # noqa: S704 - our own file, hashed into the CSP
 
 
-def session_page(context: dict[str, Any]) -> Iterable[str]:
+def session_page(context: dict[str, Any]) -> Iterator[str]:
     """The session page, streamed as the messages are read."""
     return ENV.get_template("session.html").generate(csp=csp(script=False), **context)
 
 
-def index_page(context: dict[str, Any], search: list[str]) -> str:
-    """An index page (at most one page of sessions: held whole, so that it can be compared
-    with what is on disk)."""
-    return ENV.get_template("index.html").render(
+def index_page(context: dict[str, Any], search: Iterable[str]) -> Iterator[str]:
+    """An index page, streamed; `search` gives each row's words for the filter, in order."""
+    return ENV.get_template("index.html").generate(
         csp=csp(script=True),
         script=Markup(SCRIPT),  # noqa: S704 - our own file, hashed into the CSP
-        search_json=Markup(inert_json(search)),  # noqa: S704 - escaped by inert_json
+        search=(Markup(inert_json(words)) for words in search),  # noqa: S704 - inert_json
         **context,
     )
 

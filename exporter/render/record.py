@@ -47,6 +47,9 @@ class Unit:
     size: int | None
 
 
+Key = tuple[str, str, str]  # (app, start, session id): a row's place in the index
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """A session as the index shows it."""
@@ -234,28 +237,34 @@ class RenderRecord:
             )
         ]
 
-    def rows(self) -> Iterator[Row]:
-        """The index's rows: by app, newest first, streamed a batch at a time."""
-        last: tuple[str, str, str] | None = None
+    def page(self, after: Key | None, limit: int) -> tuple[list[Row], Key | None]:
+        """One index page's rows (without their words) after `after`, in the index's order
+        (app, newest first, session id), and the key of its last row."""
+        rows = [
+            Row(app, sid, start, json.loads(names), messages, kinds, "")
+            for app, sid, start, names, messages, kinds in self._after(
+                "app, sid, start, names, messages, kinds", after, limit
+            )
+        ]
+        return rows, (None if not rows else (rows[-1].app, rows[-1].start, rows[-1].sid))
+
+    def page_words(self, after: Key | None, limit: int) -> Iterator[str]:
+        """The filter's words of the same rows as page(after, limit), one row at a time."""
+        for (words,) in self._after("words", after, limit):
+            yield str(words)
+
+    def _after(self, columns: str, after: Key | None, limit: int) -> sqlite3.Cursor:
         args: tuple[str, ...]
-        while True:
-            if last is None:
-                where, args = "", ()
-            else:
-                # Keyset paging in the order (app ASC, start DESC, sid ASC).
-                where = " WHERE app > ? OR (app = ? AND (start < ? OR (start = ? AND sid > ?)))"
-                args = (last[0], last[0], last[1], last[1], last[2])
-            batch = self.db.execute(
-                "SELECT app, sid, start, names, messages, kinds, words FROM sessions"  # noqa: S608 - `where` is one of two constants
-                + where
-                + " ORDER BY app, start DESC, sid LIMIT ?",
-                (*args, _BATCH),
-            ).fetchall()
-            if not batch:
-                return
-            for app, sid, start, names, messages, kinds, words in batch:
-                yield Row(app, sid, start, json.loads(names), messages, kinds, words)
-            last = (batch[-1][0], batch[-1][2], batch[-1][1])
+        where, args = "", ()
+        if after is not None:
+            # Keyset paging in the order (app ASC, start DESC, sid ASC).
+            where = " WHERE app > ? OR (app = ? AND (start < ? OR (start = ? AND sid > ?)))"
+            args = (after[0], after[0], after[1], after[1], after[2])
+        return self.db.execute(
+            f"SELECT {columns} FROM sessions{where}"  # noqa: S608 - our constants only
+            " ORDER BY app, start DESC, sid LIMIT ?",
+            (*args, limit),
+        )
 
     def page_sha(self, name: str) -> str | None:
         row = self.db.execute("SELECT sha FROM pages WHERE name = ?", (name,)).fetchone()

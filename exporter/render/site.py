@@ -17,7 +17,7 @@ from exporter.archive import SITE_RECORD_NAME, is_temp_name
 from exporter.manifest import Manifest
 from exporter.render import pages
 from exporter.render.chat import Damaged, read_messages
-from exporter.render.record import RenderRecord, Row, Unit
+from exporter.render.record import Key, RenderRecord, Row, Unit
 from exporter.render.views import Views, href, inside, read_text, relative_root
 
 PAGE_SIZE = 1000  # sessions on one index page
@@ -180,19 +180,24 @@ def write_index(record: RenderRecord, site: Path, outcome: Outcome) -> None:
             {"app": app, "count": n, "href": f"{names[seen // PAGE_SIZE]}#app-{quote(app)}"}
         )
         seen += n
-    rows = record.rows()
+    after = None
     for number, name in enumerate(names, start=1):
-        batch = [r for _, r in zip(range(PAGE_SIZE), rows, strict=False)]
-        html = pages.index_page(
-            _index_context(batch, number, count, total, app_links, names),
-            [r.words for r in batch],
-        )
-        sha = hashlib.sha256(html.encode()).hexdigest()
+        batch, last = record.page(after, PAGE_SIZE)
+        context = _index_context(batch, number, count, total, app_links, names)
+
+        def render(context: dict[str, Any] = context, after: Key | None = after) -> Iterator[str]:
+            return pages.index_page(context, record.page_words(after, PAGE_SIZE))
+
+        # Streamed twice at most: once to hash it, once more to write it if it changed.
+        sha = hashlib.sha256()
+        for chunk in render():
+            sha.update(chunk.encode())
         path = site / name
-        if record.page_sha(name) != sha or not path.is_file():
-            pages.write_atomic(path, [html])
-            record.set_page(name, sha)
+        if record.page_sha(name) != sha.hexdigest() or not path.is_file():
+            pages.write_atomic(path, render())
+            record.set_page(name, sha.hexdigest())
             outcome.index_written += 1
+        after = last
     for name in record.page_names():
         if name not in names:
             (site / name).unlink(missing_ok=True)
