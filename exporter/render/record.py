@@ -5,6 +5,7 @@ temporary table holds each unit's last manifest line, so that nothing grows in m
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import sqlite3
@@ -237,16 +238,18 @@ class RenderRecord:
             )
         ]
 
-    def page(self, after: Key | None, limit: int) -> tuple[list[Row], Key | None]:
+    def page(self, after: Key | None, limit: int) -> tuple[list[Row], Key | None, str]:
         """One index page's rows (without their words) after `after`, in the index's order
-        (app, newest first, session id), and the key of its last row."""
-        rows = [
-            Row(app, sid, start, json.loads(names), messages, kinds, "")
-            for app, sid, start, names, messages, kinds in self._after(
-                "app, sid, start, names, messages, kinds", after, limit
-            )
-        ]
-        return rows, (None if not rows else (rows[-1].app, rows[-1].start, rows[-1].sid))
+        (app, newest first, session id); the key of its last row; a digest of the rows'
+        fingerprints (their words are the sessions', so they change only with these)."""
+        rows, digest = [], hashlib.sha256()
+        for app, sid, start, names, messages, kinds, fp in self._after(
+            "app, sid, start, names, messages, kinds, fp", after, limit
+        ):
+            rows.append(Row(app, sid, start, json.loads(names), messages, kinds, ""))
+            digest.update(f"{app}\0{sid}\0{fp}\n".encode())
+        last = None if not rows else (rows[-1].app, rows[-1].start, rows[-1].sid)
+        return rows, last, digest.hexdigest()
 
     def page_words(self, after: Key | None, limit: int) -> Iterator[str]:
         """The filter's words of the same rows as page(after, limit), one row at a time."""

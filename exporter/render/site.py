@@ -5,6 +5,7 @@ only when their content changed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from exporter.archive import SITE_RECORD_NAME, is_temp_name
 from exporter.manifest import Manifest
 from exporter.render import pages
 from exporter.render.chat import Damaged, read_messages
-from exporter.render.record import Key, RenderRecord, Row, Unit
+from exporter.render.record import RenderRecord, Row, Unit
 from exporter.render.views import Views, href, inside, read_text, relative_root
 
 PAGE_SIZE = 1000  # sessions on one index page
@@ -169,7 +170,7 @@ def _named(rel: str, source: Iterator[Any]) -> Iterator[Any]:
 
 def write_index(record: RenderRecord, site: Path, outcome: Outcome) -> None:
     """index.html, index-2.html, ...: by app, newest first, at most PAGE_SIZE sessions each;
-    a page whose content did not change is not written again."""
+    a page whose inputs did not change is not made again."""
     apps = record.apps()
     total = sum(n for _, n in apps)
     count = max(1, math.ceil(total / PAGE_SIZE))
@@ -182,20 +183,18 @@ def write_index(record: RenderRecord, site: Path, outcome: Outcome) -> None:
         seen += n
     after = None
     for number, name in enumerate(names, start=1):
-        batch, last = record.page(after, PAGE_SIZE)
+        batch, last, rows_digest = record.page(after, PAGE_SIZE)
         context = _index_context(batch, number, count, total, app_links, names)
-
-        def render(context: dict[str, Any] = context, after: Key | None = after) -> Iterator[str]:
-            return pages.index_page(context, record.page_words(after, PAGE_SIZE))
-
-        # Streamed twice at most: once to hash it, once more to write it if it changed.
-        sha = hashlib.sha256()
-        for chunk in render():
-            sha.update(chunk.encode())
+        # What the page is made of, without making it: a rerun that changed nothing on this
+        # page neither renders nor writes it.
+        inputs = hashlib.sha256(
+            f"{pages.DIGEST}\0{rows_digest}\0".encode()
+            + json.dumps(context, sort_keys=True).encode()
+        ).hexdigest()
         path = site / name
-        if record.page_sha(name) != sha.hexdigest() or not path.is_file():
-            pages.write_atomic(path, render())
-            record.set_page(name, sha.hexdigest())
+        if record.page_sha(name) != inputs or not path.is_file():
+            pages.write_atomic(path, pages.index_page(context, record.page_words(after, PAGE_SIZE)))
+            record.set_page(name, inputs)
             outcome.index_written += 1
         after = last
     for name in record.page_names():
