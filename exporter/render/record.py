@@ -27,9 +27,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions(
     app TEXT NOT NULL, sid TEXT NOT NULL, fp TEXT NOT NULL, start TEXT NOT NULL,
-    names TEXT NOT NULL, messages INTEGER NOT NULL, kinds TEXT NOT NULL, words TEXT NOT NULL,
+    names TEXT NOT NULL, messages INTEGER NOT NULL, kinds TEXT NOT NULL,
     seen INTEGER NOT NULL, PRIMARY KEY (app, sid)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_order ON sessions(app, start DESC, sid);
+-- Apart, so that marking a session seen does not rewrite its (kilobytes of) words.
+CREATE TABLE IF NOT EXISTS words(
+    wapp TEXT NOT NULL, wsid TEXT NOT NULL, words TEXT NOT NULL, PRIMARY KEY (wapp, wsid));
 CREATE TABLE IF NOT EXISTS pages(name TEXT PRIMARY KEY, sha TEXT NOT NULL);
 CREATE TEMP TABLE units(
     app TEXT NOT NULL, sid TEXT NOT NULL, kind TEXT NOT NULL, mid TEXT NOT NULL,
@@ -100,6 +103,7 @@ class RenderRecord:
         if self._meta_of(db, "version") != self.version:
             db.execute("DELETE FROM sessions")
             db.execute("DELETE FROM pages")
+            db.execute("DELETE FROM words")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (self.version,))
         db.commit()
         return db
@@ -199,7 +203,7 @@ class RenderRecord:
 
     def put(self, fp: str, row: Row) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.app,
                 row.sid,
@@ -208,25 +212,41 @@ class RenderRecord:
                 json.dumps(row.names, ensure_ascii=False),
                 row.messages,
                 row.kinds,
-                row.words,
                 self.run,
             ),
+        )
+        self.db.execute(
+            "INSERT OR REPLACE INTO words VALUES (?, ?, ?)", (row.app, row.sid, row.words)
         )
 
     def drop(self, app: str, sid: str) -> None:
         self.db.execute("DELETE FROM sessions WHERE app = ? AND sid = ?", (app, sid))
+        self.db.execute("DELETE FROM words WHERE wapp = ? AND wsid = ?", (app, sid))
 
     def commit(self) -> None:
         self.db.commit()
 
-    def gone(self) -> list[tuple[str, str]]:
-        """Sessions rendered before that this run no longer found (removed from the record)."""
-        rows = self.db.execute(
-            "SELECT app, sid FROM sessions WHERE seen != ?", (self.run,)
-        ).fetchall()
+    def gone(self) -> Iterator[tuple[str, str]]:
+        """Sessions rendered before that this run no longer found, a batch at a time; they
+        leave the record once all have been seen."""
+        last = ("", "")
+        while True:
+            rows = self.db.execute(
+                "SELECT app, sid FROM sessions WHERE seen != ? AND (app, sid) > (?, ?)"
+                " ORDER BY app, sid LIMIT ?",
+                (self.run, *last, _BATCH),
+            ).fetchall()
+            if not rows:
+                break
+            yield from rows
+            last = rows[-1]
+        self.db.execute(
+            "DELETE FROM words WHERE (wapp, wsid) IN"
+            " (SELECT app, sid FROM sessions WHERE seen != ?)",
+            (self.run,),
+        )
         self.db.execute("DELETE FROM sessions WHERE seen != ?", (self.run,))
         self.db.commit()
-        return [(str(a), str(s)) for a, s in rows]
 
     # -- the index -------------------------------------------------------------------------
 
@@ -253,10 +273,12 @@ class RenderRecord:
 
     def page_words(self, after: Key | None, limit: int) -> Iterator[str]:
         """The filter's words of the same rows as page(after, limit), one row at a time."""
-        for (words,) in self._after("words", after, limit):
+        for (words,) in self._after(
+            "words", after, limit, " JOIN words ON wapp = app AND wsid = sid"
+        ):
             yield str(words)
 
-    def _after(self, columns: str, after: Key | None, limit: int) -> sqlite3.Cursor:
+    def _after(self, columns: str, after: Key | None, limit: int, join: str = "") -> sqlite3.Cursor:
         args: tuple[str, ...]
         where, args = "", ()
         if after is not None:
@@ -264,7 +286,7 @@ class RenderRecord:
             where = " WHERE app > ? OR (app = ? AND (start < ? OR (start = ? AND sid > ?)))"
             args = (after[0], after[0], after[1], after[1], after[2])
         return self.db.execute(
-            f"SELECT {columns} FROM sessions{where}"  # noqa: S608 - our constants only
+            f"SELECT {columns} FROM sessions{join}{where}"  # noqa: S608 - our constants only
             " ORDER BY app, start DESC, sid LIMIT ?",
             (*args, limit),
         )

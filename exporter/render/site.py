@@ -29,7 +29,7 @@ _COMMIT_EVERY = 200
 class Outcome:
     rendered: int = 0
     unchanged: int = 0
-    damaged: list[str] = field(default_factory=list)  # "path: why", relative to DIR
+    damaged: list[str] = field(default_factory=list)  # paths relative to DIR
     removed: int = 0
     index_pages: int = 0
     index_written: int = 0
@@ -39,6 +39,7 @@ class SessionDamaged(Exception):
     def __init__(self, rel: str, why: str) -> None:
         super().__init__(f"{rel}: {why}")
         self.rel = rel
+        self.why = why
 
 
 def render_site(
@@ -71,8 +72,8 @@ def render_site(
                 try:
                     row = render_session(out_dir, site, to_dir, app, sid, units)
                 except SessionDamaged as exc:
-                    warn(str(exc))
-                    outcome.damaged.append(str(exc))
+                    warn(f"{out_dir / exc.rel}: {exc.why}")
+                    outcome.damaged.append(exc.rel)
                     record.drop(app, sid)
                     page.unlink(missing_ok=True)
                 else:
