@@ -441,3 +441,21 @@ def test_other_templates_or_a_damaged_record_render_every_page_again(
     (record,) = html.glob(".rtk-export-site*")
     record.write_bytes(b"not a database" * 100)
     assert render_site(a.root, a.manifest, html).rendered == 3
+
+
+def test_a_changed_transcript_or_a_missing_chat_is_named_by_its_path(tmp_path: Path) -> None:
+    """A transcript that differs from its manifest record and a chat CSV that is gone are
+    each reported with their path under DIR, and their sessions left out of the site."""
+    a = Archive(tmp_path / "dir")
+    simple_session(a, APP, "talk", 0)
+    a.add_text(APP, "talk", "transcript", "0,hello\n")
+    simple_session(a, APP, "gone", 5)
+    simple_session(a, APP, "fine", 9)
+    (a.root / APP / "talk.transcript.csv").write_text("0,hullo\n")
+    (a.root / APP / "gone.csv").unlink()
+    said: list[str] = []
+    out = render_site(a.root, a.manifest, a.root / "html", said.append)
+    assert sorted(out.damaged) == [f"{APP}/gone.csv", f"{APP}/talk.transcript.csv"]
+    assert any(line.startswith(str(a.root / APP / "gone.csv")) for line in said)
+    assert any(line.startswith(str(a.root / APP / "talk.transcript.csv")) for line in said)
+    assert sorted(p.name for p in (a.root / "html" / APP).iterdir()) == ["fine.html"]
