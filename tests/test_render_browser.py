@@ -167,6 +167,7 @@ async def test_the_filter_narrows_the_list_as_one_types(tmp_path: Path) -> None:
             ("gamma", ["app2/gamma.html"]),
             ("imager", ["app1/hostile.html"]),
             ("QUARTERLY num", ["app1/alpha.html"]),
+            ("<b>Hostile</b>", ["app1/hostile.html"]),
         ):
             await tab.eval(
                 "(() => { const f = document.getElementById('filter'); f.value = '';"

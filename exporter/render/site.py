@@ -227,6 +227,7 @@ def _index_context(
                 "href": f"{quote(r.app)}/{quote(r.sid)}.html",
                 "sid": r.sid,
                 "start": r.start,
+                "iso": f"{r.start[:10]}T{r.start[11:19]}Z" if r.start.endswith(" UTC") else None,
                 "names": r.names,
                 "messages": r.messages,
                 "kinds": r.kinds,

@@ -5,7 +5,9 @@
   var sections = document.querySelectorAll("section.app");
   var shown = document.getElementById("shown");
   function apply() {
-    var terms = box.value.toLowerCase().split(/\s+/).filter(Boolean);
+    // Split as the index's words were (letters, digits, underscore), so that typing
+    // "O'Brien" or a hyphenated session id finds what the index holds.
+    var terms = box.value.toLowerCase().split(/[^\p{L}\p{N}\p{M}_]+/u).filter(Boolean);
     var n = 0;
     for (var i = 0; i < rows.length; i++) {
       var hay = data[i] || "";
