@@ -57,7 +57,7 @@ def build(root: Path, base: str) -> tuple[Archive, list[Msg]]:
     ]
     msgs = [
         Msg(f"h{i}", f"Hostile <b>{i}</b>", text, f"2026-11-20T09:00:{i:02d}Z")
-        for i, text in enumerate((*HOSTILE, *lure))
+        for i, text in enumerate((*HOSTILE, *lure, 'multi\r\nline, "quoted"\nend', " lead"))
     ]
     msgs.append(
         Msg("hi1", "Imager", f"{base}/not-archived.png", "2026-11-20T09:01:00Z", "IMAGE_MESSAGE")
@@ -103,8 +103,9 @@ async def no_escape(tab: Tab, allowed: list[Path]) -> None:
 async def test_session_pages_show_every_message_and_run_nothing(
     tmp_path: Path, listener: tuple[str, list[str]]
 ) -> None:
-    """The hostile session's page holds every message's text, keeps its own title, sends the
-    loopback listener nothing, and loads nothing outside the site and the archive."""
+    """The hostile session's page holds every message's text exactly (CR LF included), keeps
+    its own title, sends the loopback listener nothing, and loads nothing outside the site
+    and the archive."""
     base, seen = listener
     a, msgs = build(tmp_path / "dir", base)
     site = tmp_path / "site"

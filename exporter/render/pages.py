@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from exporter.archive import temp_name
 
@@ -63,6 +63,15 @@ ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 ENV.globals.update(style=Markup(STYLE))  # noqa: S704 - our own file, hashed into the CSP
+
+
+def keep_cr(value: str) -> Markup:
+    """Escaped text whose carriage returns survive: a browser turns a raw CR LF into LF, but
+    not a character reference, so the DOM holds the message exactly as typed."""
+    return Markup(str(escape(value)).replace("\r", "&#13;"))  # noqa: S704 - escaped first
+
+
+ENV.filters["keep_cr"] = keep_cr
 
 
 def session_page(context: dict[str, Any]) -> Iterator[str]:
