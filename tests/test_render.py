@@ -5,6 +5,7 @@ damage and exit codes."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import json
 import os
@@ -459,3 +460,40 @@ def test_a_changed_transcript_or_a_missing_chat_is_named_by_its_path(tmp_path: P
     assert any(line.startswith(str(a.root / APP / "gone.csv")) for line in said)
     assert any(line.startswith(str(a.root / APP / "talk.transcript.csv")) for line in said)
     assert sorted(p.name for p in (a.root / "html" / APP).iterdir()) == ["fine.html"]
+
+
+def test_an_exported_archive_renders_whole_and_stays_verified(tmp_path: Path) -> None:
+    """After a real export (the demo, against the stand-in, with transcripts and summaries),
+    every archived session has a page holding each message's name and text (read here with
+    the csv module) and its transcript and summary; verify still passes."""
+    out = tmp_path / "archive"
+    demo = subprocess.run(
+        [sys.executable, "-m", "exporter", "demo", "--discover", "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    assert run(str(out)).returncode == 0
+    latest = {}
+    for raw in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        doc = json.loads(raw)
+        latest[(doc["app_id"], doc["session_id"], doc["kind"])] = doc
+    chats = [d for d in latest.values() if d["kind"] == "chat" and d["path"]]
+    assert chats
+    for doc in chats:
+        page = out / "html" / doc["app_id"] / f"{doc['session_id']}.html"
+        text = Page(page.read_text(encoding="utf-8")).all_text()
+        with open(out / doc["path"], encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                assert row["displayName"] in text
+                if row["payloadType"] == "TEXT_MESSAGE":
+                    assert row["payload"] in text
+        for kind in ("transcript", "summary"):
+            extra = latest.get((doc["app_id"], doc["session_id"], kind))
+            if extra and extra["path"]:
+                body = (out / extra["path"]).read_text(encoding="utf-8")
+                assert body.replace("\r\n", "\n") in text.replace("\r\n", "\n")
+    verify = subprocess.run(
+        [sys.executable, "-m", "exporter", "verify", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout
