@@ -29,6 +29,7 @@ TMP_SUFFIX = ".part"
 MANIFEST_NAME = "manifest.jsonl"
 STATE_NAME = f"{OURS}-state.json"
 LOCK_NAME = f"{OURS}.lock"
+SITE_RECORD_NAME = f"{OURS}-site.sqlite"  # render's record, in SITE: marks a site folder
 
 # Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
 _DISK_ERRNOS = {

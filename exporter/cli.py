@@ -205,6 +205,10 @@ def _main(argv: list[str]) -> int:
         from exporter.verify import main as verify_main
 
         return verify_main(argv[1:])
+    if argv[:1] == ["render"]:
+        from exporter.render.command import main as render_main
+
+        return render_main(argv[1:])
     args = build_parser().parse_args(argv)
     from exporter import logs
 

@@ -26,6 +26,7 @@ resumable. The token comes from CLOUDFLARE_API_TOKEN only.
                                               until) and export the ENDED ones
   rtk-export demo [--discover] [--out DIR]    a real export against the built-in local stand-in
   rtk-export verify DIR [--manifest PATH]     re-hash the archive against its manifest
+  rtk-export render DIR [--to SITE]           a static, offline web site of the archive
 """
 
 EPILOG = """\

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from exporter.archive import MANIFEST_NAME, file_matches, is_ours
+from exporter.archive import MANIFEST_NAME, SITE_RECORD_NAME, file_matches, is_ours
 from exporter.keyset import KeySet, key_of
 from exporter.manifest import Manifest
 
@@ -83,14 +83,19 @@ def _inside(rel: str) -> bool:
 
 
 def _files(top: Path) -> Iterator[Path]:
-    """Every regular file under `top`, streamed (os.walk would list a whole folder first)."""
-    stack = [top]
+    """Every regular file under `top`, streamed (os.walk would list a whole folder first),
+    except the pages of a site `render` wrote (a folder holding its record, and below)."""
+    stack = [(top, False)]
     while stack:
-        with os.scandir(stack.pop()) as entries:
+        folder, in_site = stack.pop()
+        in_site = in_site or (folder / SITE_RECORD_NAME).is_file()
+        with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
+                    stack.append((Path(entry.path), in_site))
+                elif entry.is_file(follow_symlinks=False) and not (
+                    in_site and entry.name.endswith(".html")
+                ):
                     yield Path(entry.path)
 
 

@@ -44,3 +44,10 @@ def test_the_media_benchmarks_run() -> None:
     assert "rtk-export / curl wall time" in out
     out = _bench("bench.media", "recording", "--bytes", str(64 << 20))
     assert "x throughput" in out and "rerun" in out
+
+
+def test_the_render_benchmark_runs_on_a_few_sessions() -> None:
+    """bench.render renders every session, then one changed session alone on the rerun."""
+    out = _bench("bench.render", "--sessions", "5", "--messages", "3")
+    assert "render: 5 sessions rendered" in out
+    assert "render: 1 sessions rendered, 4 unchanged" in out
