@@ -21,6 +21,7 @@ from exporter.config import (
     Settings,
     Timeouts,
 )
+from exporter.objectstore.target import store_options
 from exporter.options import build_parser
 from exporter.report import Output, report_end
 from exporter.sessions import app_id_problem
@@ -100,6 +101,10 @@ def settings_from(
     for name in ("connect_timeout", "request_timeout", "read_timeout"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    try:
+        store, lease = store_options(args, environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     out = Path(args.out)
     return Settings(
         token=token,
@@ -122,6 +127,8 @@ def settings_from(
         transcript_format=args.transcript_format,
         dry_run=args.dry_run,
         max_duration=max_duration,
+        store=store,
+        lock_lease=lease,
     )
 
 
@@ -218,7 +225,9 @@ def _main(argv: list[str]) -> int:
     )
     try:
         settings = settings_from(args, dict(os.environ))
-        if problem := writable_problem(settings.out_dir, settings.manifest_path):
+        if settings.store is None and (
+            problem := writable_problem(settings.out_dir, settings.manifest_path)
+        ):
             raise UsageError(problem)
     except UsageError as exc:
         log.error("rtk-export: %s", exc, extra={"event": "usage_error"})
@@ -235,18 +244,18 @@ def run_export(settings: Settings, output: Output) -> int:
     import anyio
 
     from exporter import logs
-    from exporter.lock import DirLock, Locked
-    from exporter.pipeline import export
+    from exporter.lock import Locked
+    from exporter.objectstore.run import destination
     from exporter.progress import reporter_for
     from exporter.report import plan_text, summary_text
 
     result = None
     try:
-        settings.out_dir.mkdir(parents=True, exist_ok=True)
-        with DirLock(settings.out_dir):
+        go, lock = destination(settings)
+        with lock:
             try:
                 result = anyio.run(
-                    export, settings, reporter_for(output, settings.rate), backend="asyncio"
+                    go, settings, reporter_for(output, settings.rate), backend="asyncio"
                 )
             finally:
                 catch_signals()

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.archive import FolderArchive
+from exporter.archive import Archive, FolderArchive
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.discovery import FAILED_RETRY_AGE, Discovery
@@ -61,13 +61,17 @@ class Run:
         pacer: Pacer | None = None,
         clock: Callable[[], float] = time.monotonic,
         handle_signals: bool = True,
+        archive: Archive | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
         self.s = settings
         self.run_id = new_run_id()
         self.stats = Stats()
         self.reporter = reporter or QuietReporter()
         self.pacer = pacer or Pacer(settings.rate, hold=settings.timeouts.api)
-        self.manifest = Manifest(settings.manifest_path)
+        # The destination, and the manifest that goes with it: DIR by default; object
+        # storage hands in its own (exporter.objectstore.run).
+        self.manifest = manifest or Manifest(settings.manifest_path)
         self._clock = clock
         self._handle_signals = handle_signals
         self._seen = KeySet()
@@ -75,7 +79,7 @@ class Run:
         self._result = RunResult(run_id=self.run_id, stats=self.stats)
         self._scope: anyio.CancelScope | None = None
         self._export_unit: UnitExport | None = None
-        self._archive = FolderArchive(settings.out_dir)
+        self._archive = archive or FolderArchive(settings.out_dir, RunState.load)
 
     # -- the run --------------------------------------------------------------------------
 
@@ -130,10 +134,10 @@ class Run:
         return self._result
 
     async def _prepare(self) -> None:
-        await anyio.to_thread.run_sync(self.manifest.load, abandon_on_cancel=True)
+        await self._archive.load_manifest(self.manifest)
         self.stats.damaged_lines = self.manifest.damaged_lines
         if not self.s.dry_run:
-            removed = await anyio.to_thread.run_sync(self._archive.remove_stale)
+            removed = await self._archive.clean_up()
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
             try:
@@ -144,7 +148,7 @@ class Run:
                 ) from None
 
     async def _discovery(self, api: ApiClient) -> Discovery:
-        state = await anyio.to_thread.run_sync(RunState.load, self.s.out_dir)
+        state = await self._archive.load_state()
         failed = self.manifest.recent_failures(
             frozenset(self.s.apps), self.s.now - FAILED_RETRY_AGE
         )
