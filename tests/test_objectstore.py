@@ -1,0 +1,152 @@
+"""--out s3://BUCKET/PREFIX against moto's S3 on loopback: whole objects with their SHA-256,
+manifest objects, resume from the listing, the lease, the state, verify, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from exporter.objectstore.lease import LeaseHeld
+from exporter.objectstore.run import export_to_store
+from exporter.standin import StandinServer
+from exporter.stats import RunResult
+from tests.helpers import pairs, write_sessions
+from tests.s3helpers import body, keys, latest, s3, sha256, store_settings
+
+
+async def run_store(settings, **kw) -> RunResult:  # type: ignore[no-untyped-def]
+    return await export_to_store(settings, handle_signals=False, **kw)
+
+
+async def test_every_unit_lands_as_a_whole_object_with_its_sha256(
+    server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """Each CSV is an object under PREFIX, byte for byte, with x-amz-meta-sha256, and the
+    manifest objects record it; the lock is gone at the end."""
+    todo = pairs(12)
+    settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "s", todo))
+    result = await run_store(settings)
+    assert result.fatal is None and result.stats.counts["exported"] == 12
+    client = s3(moto_server)
+    last = latest(moto_server, bucket)
+    for app, sid in todo:
+        key = f"arch/{app}/{sid}.csv"
+        got = client.get_object(Bucket=bucket, Key=key)
+        data = got["Body"].read()
+        assert data == server.expected_body(app, sid)
+        assert got["Metadata"]["sha256"] == sha256(data)
+        rec = last[(app, sid, "chat")]
+        assert (rec["status"], rec["path"], rec["bytes"], rec["sha256"]) == (
+            "exported",
+            f"{app}/{sid}.csv",
+            len(data),
+            sha256(data),
+        )
+    assert "arch/.rtk-export.lock" not in keys(moto_server, bucket)
+    assert all(k.endswith(".jsonl") for k in keys(moto_server, bucket, "arch/manifest/"))
+
+
+async def test_a_rerun_skips_what_is_stored_and_redoes_what_went_missing(
+    server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """The second run skips every unit whose object has the recorded size, with no API
+    request for them, and exports again the one whose object was deleted."""
+    todo = pairs(6)
+    settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "s", todo))
+    await run_store(settings)
+    app, sid = todo[0]
+    s3(moto_server).delete_object(Bucket=bucket, Key=f"arch/{app}/{sid}.csv")
+    before = len(server.state.records())
+    again = await run_store(settings)
+    assert again.stats.counts == {"skipped": 5, "exported": 1}
+    paths = [r.path for r in server.state.records()[before:]]
+    assert all(f"/{sid}" in p for p in paths) and paths
+    assert body(moto_server, bucket, f"arch/{app}/{sid}.csv") == server.expected_body(app, sid)
+
+
+async def test_a_manifest_object_is_written_every_n_lines(
+    server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """With a flush every 4 lines, 10 units make at least 3 manifest objects, whose key order
+    is their write order, and whose lines are all there."""
+    from exporter.objectstore import manifest as m
+
+    todo = pairs(10)
+    settings = store_settings(
+        server, moto_server, bucket, write_sessions(tmp_path / "s", todo), concurrency=1
+    )
+    old = m.FLUSH_LINES
+    m.FLUSH_LINES = 4
+    try:
+        await run_store(settings)
+    finally:
+        m.FLUSH_LINES = old
+    objects = keys(moto_server, bucket, "arch/manifest/")
+    assert len(objects) >= 3
+    assert objects == sorted(objects)
+    assert len(latest(moto_server, bucket)) == 10
+
+
+async def test_a_live_lease_of_another_run_stops_this_one_naming_it(
+    server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """A lock whose lease runs and whose holder is elsewhere: LeaseHeld naming host and pid,
+    and no API request."""
+    lock = {"host": "other-host", "pid": 4242, "run_id": "r", "expires": _when(minutes=5)}
+    s3(moto_server).put_object(Bucket=bucket, Key="arch/.rtk-export.lock", Body=json.dumps(lock))
+    settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "s", pairs(2)))
+    with pytest.raises(LeaseHeld) as info:
+        await run_store(settings)
+    assert "other-host" in str(info.value) and "4242" in str(info.value)
+    assert server.state.records() == []
+
+
+@pytest.mark.parametrize("holder", ["expired", "dead-pid"])
+async def test_an_expired_or_dead_lock_is_taken_over(
+    holder: str, server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """A lease that has expired, or one held by a dead pid on this host, is taken over and
+    the run goes on."""
+    if holder == "expired":
+        lock = {"host": "other-host", "pid": 4242, "run_id": "r", "expires": _when(minutes=-1)}
+    else:
+        lock = {
+            "host": socket.gethostname(),
+            "pid": _dead_pid(),
+            "run_id": "r",
+            "expires": _when(minutes=5),
+        }
+    s3(moto_server).put_object(Bucket=bucket, Key="arch/.rtk-export.lock", Body=json.dumps(lock))
+    settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "s", pairs(2)))
+    result = await run_store(settings)
+    assert result.fatal is None and result.stats.counts["exported"] == 2
+
+
+async def test_a_stale_multipart_upload_under_prefix_is_aborted(
+    server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """An upload left under PREFIX by a killed run is aborted; one outside PREFIX is not."""
+    client = s3(moto_server)
+    client.create_multipart_upload(Bucket=bucket, Key="arch/app0/x.csv")
+    client.create_multipart_upload(Bucket=bucket, Key="elsewhere/y.csv")
+    settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "s", pairs(1)))
+    await run_store(settings)
+    left = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert left == ["elsewhere/y.csv"]
+
+
+def _when(minutes: float) -> str:
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
