@@ -213,7 +213,7 @@ def _main(argv: list[str]) -> int:
 
         return demo_main(argv[1:], run_export)
     if argv[:1] == ["verify"]:
-        from exporter.verify import main as verify_main
+        from exporter.objectstore.verify import main as verify_main  # DIR or s3://
 
         return verify_main(argv[1:])
     args = build_parser().parse_args(argv)
