@@ -6,6 +6,7 @@ access keys, and on request answers 503 SlowDown or drops connections."""
 from __future__ import annotations
 
 import base64
+import io
 import hashlib
 import itertools
 from collections.abc import AsyncIterator
@@ -104,7 +105,7 @@ class CheckingProxy:
         assert self._session is not None
         fwd = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, headers=fwd, data=body
+            request.method, self.upstream + request.path_qs, headers=fwd, data=io.BytesIO(body)
         ) as resp:
             data = await resp.read()
             out = {

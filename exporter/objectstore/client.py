@@ -19,12 +19,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import get_session
 from botocore import exceptions as bx
 from botocore.config import Config
 
 from exporter.config import RetryPolicy, Timeouts
 from exporter.errors import ExportError, FatalError, PermanentError, TransientError
+from exporter.http import no_hidden_retries
 from exporter.objectstore.target import StoreTarget
 from exporter.retry import Attempts, RetryHook, with_retries
 
@@ -188,8 +191,17 @@ class Store:
             raise StoreError(f"the bucket {self.bucket!r} cannot be used: {exc.message}") from None
 
 
+class _NoHiddenResends(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's aiohttp sessions, without aiohttp's silent re-send of a request whose
+    kept-alive connection was closed: every attempt is one of ours, counted and paced."""
+
+    async def _get_session(self, proxy_url: Any) -> Any:
+        return no_hidden_retries(await super()._get_session(proxy_url))
+
+
 def client_config(target: StoreTarget, timeouts: Timeouts, connections: int) -> Config:
-    return Config(
+    return AioConfig(
+        http_session_cls=_NoHiddenResends,
         region_name=target.region,
         # R2 refuses aws-chunked bodies with a CRC32 trailer: checksums only when an
         # operation requires one (we send Content-MD5 on every PUT ourselves).
@@ -198,7 +210,7 @@ def client_config(target: StoreTarget, timeouts: Timeouts, connections: int) -> 
         # A custom endpoint is addressed ENDPOINT/BUCKET/KEY: bucket names with dots, MinIO,
         # R2 and loopback endpoints all work so; AWS itself keeps its default.
         s3={"addressing_style": "path" if target.endpoint else "auto"},
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},  # one attempt: ours retry
         connect_timeout=timeouts.connect,
         read_timeout=timeouts.read,
         max_pool_connections=connections,

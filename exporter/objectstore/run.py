@@ -13,7 +13,7 @@ import anyio
 from exporter.config import Settings
 from exporter.errors import FatalError
 from exporter.progress import Reporter
-from exporter.stats import RunResult, Stats, new_run_id
+from exporter.stats import RunResult
 
 log = logging.getLogger("exporter.objectstore")
 
@@ -32,22 +32,21 @@ async def export_to_store(
     async with open_store(
         target, settings.retry, settings.timeouts, settings.concurrency + 4
     ) as store:
-        try:
-            await store.check_bucket()
-        except FatalError as exc:
-            return _stopped(exc)
-        run_id = kw.pop("run_id", None) or new_run_id()
-        lease = Lease(store, run_id, settings.lock_lease)
-        try:
-            await lease.acquire()
-        except FatalError as exc:
-            return _stopped(exc)
         archive = StoreArchive(store, **kw.pop("archive_options", {}))
+        lease: Lease | None = None
         try:
             run = Run(settings, reporter=reporter, archive=archive, manifest=archive.manifest, **kw)
-            run.run_id = archive.manifest.run_id = run_id
-            run._result.run_id = run_id
+            archive.manifest.run_id = run.run_id
+            # Every retry of the store counts in the run's, from the first request on.
             store.on_retry = run._retry_scheduled
+            lease = Lease(store, run.run_id, settings.lock_lease)
+            try:
+                await store.check_bucket()
+                await lease.acquire()
+            except FatalError as exc:
+                log.error("stopping the run: %s", exc.message)
+                run._result.fatal = exc
+                return run._result
 
             def lost(exc: FatalError) -> None:
                 if run._scope is not None:
@@ -66,8 +65,9 @@ async def export_to_store(
                     result.fatal = result.fatal or exc
             return result
         finally:
-            with anyio.CancelScope(shield=True):
-                await lease.release()
+            if lease is not None:
+                with anyio.CancelScope(shield=True):
+                    await lease.release()
             archive.close()
 
 
@@ -81,8 +81,3 @@ def destination(settings: Settings) -> tuple[Any, AbstractContextManager[object]
 
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     return export, DirLock(settings.out_dir)
-
-
-def _stopped(exc: FatalError) -> RunResult:
-    log.error("stopping the run: %s", exc.message)
-    return RunResult(run_id=new_run_id(), stats=Stats(), fatal=exc)
