@@ -6,8 +6,8 @@ access keys, and on request answers 503 SlowDown or drops connections."""
 from __future__ import annotations
 
 import base64
-import io
 import hashlib
+import io
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
