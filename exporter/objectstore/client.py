@@ -32,6 +32,10 @@ from exporter.objectstore.target import StoreTarget
 from exporter.retry import Attempts, RetryHook, with_retries
 
 log = logging.getLogger("exporter.objectstore")
+# botocore says "Found credentials in environment variables." at INFO on every run: the
+# program's log speaks for itself (and cron mails are read by people).
+for _name in ("botocore", "aiobotocore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 T = TypeVar("T")
 
 _AUTH_CODES = frozenset(
