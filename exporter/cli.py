@@ -101,10 +101,7 @@ def settings_from(
     for name in ("connect_timeout", "request_timeout", "read_timeout"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
-    try:
-        store, lease = store_options(args, environ)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    store, lease = store_options(args, environ, UsageError)
     out = Path(args.out)
     return Settings(
         token=token,
@@ -246,12 +243,13 @@ def run_export(settings: Settings, output: Output) -> int:
     from exporter import logs
     from exporter.lock import Locked
     from exporter.objectstore.run import destination
+    from exporter.pipeline import Run, export
     from exporter.progress import reporter_for
     from exporter.report import plan_text, summary_text
 
     result = None
     try:
-        go, lock = destination(settings)
+        go, lock = destination(settings, export, Run)
         with lock:
             try:
                 result = anyio.run(

@@ -31,7 +31,7 @@ resumable. The token comes from CLOUDFLARE_API_TOKEN only.
 EPILOG = """\
 exit codes: 0 all exported or skipped; 1 some failed or invalid; 2 could not start or stopped
 early (bad arguments, credentials, disk); 3 stopped by --max-duration with pairs left;
-75 DIR locked by another run; 130/143 interrupted by SIGINT/SIGTERM.
+75 DIR (or the s3:// PREFIX) locked by another run; 130/143 interrupted by SIGINT/SIGTERM.
 """
 
 

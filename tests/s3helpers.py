@@ -71,3 +71,12 @@ def latest(
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+async def run_store(settings: Any, **kw: Any) -> Any:
+    """A run to the bucket as the command line makes it, without signal handlers."""
+    from exporter.objectstore.run import export_to_store
+    from exporter.pipeline import Run
+
+    kw.setdefault("handle_signals", False)
+    return await export_to_store(settings, make_run=Run, **kw)

@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 
 from exporter.objectstore.lease import LeaseHeld
-from exporter.objectstore.run import export_to_store
 from exporter.standin import StandinServer
-from exporter.stats import RunResult
 from tests.helpers import pairs, write_sessions
-from tests.s3helpers import body, keys, latest, s3, sha256, store_settings
-
-
-async def run_store(settings, **kw) -> RunResult:  # type: ignore[no-untyped-def]
-    return await export_to_store(settings, handle_signals=False, **kw)
+from tests.s3helpers import body, keys, latest, run_store, s3, sha256, store_settings
 
 
 async def test_every_unit_lands_as_a_whole_object_with_its_sha256(

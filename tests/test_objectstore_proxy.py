@@ -11,11 +11,10 @@ import anyio
 import pytest
 
 from exporter.config import RetryPolicy
-from exporter.objectstore.run import export_to_store
 from exporter.standin import StandinServer
 from tests.helpers import TOKEN, pairs, write_sessions
 from tests.s3fakes import checking_proxy
-from tests.s3helpers import body, keys, latest, s3, store_settings
+from tests.s3helpers import body, keys, latest, run_store, s3, store_settings
 
 
 async def test_an_r2_like_store_accepts_every_request_of_a_run(
@@ -27,8 +26,8 @@ async def test_an_r2_like_store_accepts_every_request_of_a_run(
         settings = store_settings(
             server, proxy.url, bucket, write_sessions(tmp_path / "s", pairs(6))
         )
-        first = await export_to_store(settings, handle_signals=False)
-        second = await export_to_store(settings, handle_signals=False)
+        first = await run_store(settings, handle_signals=False)
+        second = await run_store(settings, handle_signals=False)
     assert proxy.rules.refused == []
     assert first.stats.counts["exported"] == 6 and second.stats.counts["skipped"] == 6
     puts = [r for r in proxy.rules.seen if r["method"] == "PUT" and "/arch/" in r["path"]]
@@ -51,7 +50,7 @@ async def test_slow_down_and_dropped_connections_are_retried(
         )
         proxy.rules.slow_down = 3
         proxy.rules.drop = 2
-        result = await export_to_store(settings, handle_signals=False)
+        result = await run_store(settings, handle_signals=False)
     assert result.fatal is None and result.stats.counts["exported"] == 4
     assert result.stats.retries == 5  # every failure one retry of ours, none hidden
 
@@ -64,7 +63,7 @@ async def test_a_store_that_stays_down_ends_the_run_with_nothing_recorded_lost(
     todo = pairs(4)
     async with checking_proxy(moto_server) as proxy:
         settings = store_settings(server, proxy.url, bucket, write_sessions(tmp_path / "s", todo))
-        await export_to_store(settings, handle_signals=False)
+        await run_store(settings, handle_signals=False)
         before = latest(moto_server, bucket)
         more = store_settings(
             server,
@@ -74,7 +73,7 @@ async def test_a_store_that_stays_down_ends_the_run_with_nothing_recorded_lost(
             retry=RetryPolicy.immediate(max_attempts=3),
         )
         proxy.rules.fail_all = True
-        result = await export_to_store(more, handle_signals=False)
+        result = await run_store(more, handle_signals=False)
     assert result.fatal is not None and "store" in result.fatal.message
     assert latest(moto_server, bucket) == before
     for app, sid in todo:
@@ -104,15 +103,13 @@ async def test_a_store_going_down_mid_run_stops_it_and_a_rerun_completes(
             if seen == 3:
                 proxy.rules.fail_all = True
 
-        result = await export_to_store(
-            settings, handle_signals=False, reporter=_Tap(down_after_some)
-        )
+        result = await run_store(settings, handle_signals=False, reporter=_Tap(down_after_some))
         assert result.fatal is not None
         proxy.rules.fail_all = False
         # The lock could not be released while the store was down; it names this very
         # process (alive), so stands in for its lease expiring.
         s3(moto_server).delete_object(Bucket=bucket, Key="arch/.rtk-export.lock")
-        again = await export_to_store(settings, handle_signals=False)
+        again = await run_store(settings, handle_signals=False)
     assert again.fatal is None
     last = latest(moto_server, bucket)
     assert {r["status"] for r in last.values()} <= {"exported", "skipped"} and len(last) == 10
@@ -132,7 +129,7 @@ async def test_refused_credentials_stop_the_run_before_any_api_request(
         settings = store_settings(
             server, proxy.url, bucket, write_sessions(tmp_path / "s", pairs(2))
         )
-        result = await export_to_store(settings, handle_signals=False)
+        result = await run_store(settings, handle_signals=False)
     assert result.fatal is not None and "credentials" in result.fatal.message
     assert "AKIAUNKNOWNKEY000000" not in result.fatal.message
     assert server.state.records() == []

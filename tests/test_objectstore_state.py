@@ -14,13 +14,12 @@ import pytest
 from exporter.config import RetryPolicy, Timeouts
 from exporter.objectstore import manifest as m
 from exporter.objectstore.client import Store, open_store
-from exporter.objectstore.run import export_to_store
 from exporter.objectstore.state import StoreState
 from exporter.objectstore.target import parse_target
 from exporter.runstate import AppState
 from exporter.standin import SessionSpec, StandinServer
 from tests.helpers import make_settings, pairs, write_sessions
-from tests.s3helpers import keys, latest, s3, store_settings
+from tests.s3helpers import keys, latest, run_store, s3, store_settings
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -43,16 +42,16 @@ async def test_many_manifest_objects_are_compacted_and_nothing_is_lost(
     written after them, deletes the old ones, and every unit's latest line survives."""
     monkeypatch.setattr(m, "FLUSH_LINES", 3)
     for i in range(3):
-        todo = pairs(9)[i * 3 : i * 3 + 3] + [pairs(9)[0]]
+        todo = [*pairs(9)[i * 3 : i * 3 + 3], pairs(9)[0]]
         settings = store_settings(
             server, moto_server, bucket, write_sessions(tmp_path / f"s{i}", todo), concurrency=1
         )
-        await export_to_store(settings, handle_signals=False)
+        await run_store(settings, handle_signals=False)
     before = latest(moto_server, bucket)
     assert len(keys(moto_server, bucket, "arch/manifest/")) >= 4
     monkeypatch.setattr(m, "COMPACT_AT", 2)
     settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "x", []))
-    await export_to_store(settings, handle_signals=False)
+    await run_store(settings, handle_signals=False)
     names = keys(moto_server, bucket, "arch/manifest/")
     assert len(names) == 1 and "~0001" in names[0]
     assert latest(moto_server, bucket) == before
@@ -147,7 +146,7 @@ async def test_discovery_keeps_its_state_in_the_bucket(
     async with standin(sessions=(*sessions, live)) as server:
         target = parse_target(f"s3://{bucket}/disc", moto_server, {"AWS_REGION": "us-east-1"})
         settings = make_settings(server, Path("unused"), apps=("app1",), now=NOW, store=target)
-        first = await export_to_store(settings, handle_signals=False)
+        first = await run_store(settings, handle_signals=False)
         assert first.fatal is None and first.stats.counts["exported"] == 3
         doc = json.loads(
             s3(moto_server)
@@ -156,7 +155,7 @@ async def test_discovery_keeps_its_state_in_the_bucket(
         )
         assert doc["apps"]["app1"]["live"] == ["live-1"] and doc["apps"]["app1"]["last_run"]
         server.state.catalogue[("app1", "live-1")].status = "ENDED"
-        second = await export_to_store(settings, handle_signals=False)
+        second = await run_store(settings, handle_signals=False)
     assert second.stats.counts["exported"] == 1
     assert ("app1", "live-1", "chat") in latest(moto_server, bucket, "disc")
     assert not Path("unused").exists()
@@ -169,13 +168,13 @@ async def test_dry_run_and_more_kinds_work_the_same(
     under its own key."""
     sessions = write_sessions(tmp_path / "s", pairs(2))
     dry = store_settings(server, moto_server, bucket, sessions, dry_run=True)
-    planned = await export_to_store(dry, handle_signals=False)
+    planned = await run_store(dry, handle_signals=False)
     assert planned.plan.get("export") == 2
     assert keys(moto_server, bucket, "arch/") == []
     kinds = store_settings(
         server, moto_server, bucket, sessions, kinds=("chat", "transcript", "summary")
     )
-    result = await export_to_store(kinds, handle_signals=False)
+    result = await run_store(kinds, handle_signals=False)
     assert result.stats.counts["exported"] == 6
     stored = set(keys(moto_server, bucket, "arch/app0/"))
     assert stored == {

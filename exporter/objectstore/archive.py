@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -18,23 +20,35 @@ from exporter.errors import FatalError
 from exporter.keyset import KeyIndex, key_of
 from exporter.manifest import Manifest
 from exporter.objectstore.client import Store
-from exporter.objectstore.manifest import FOLDER, StoreManifest
-from exporter.objectstore.state import StoreState
+from exporter.objectstore.target import MANIFEST_FOLDER
 from exporter.objectstore.upload import PART_SIZE, StoreSpool, abort_stale_uploads, make_temp_area
+
+if TYPE_CHECKING:
+    from exporter.objectstore.manifest import StoreManifest
+    from exporter.objectstore.state import StoreState
 
 log = logging.getLogger("exporter.objectstore")
 
 
 class StoreArchive:
-    def __init__(self, store: Store, part_size: int = PART_SIZE) -> None:
+    """Built by exporter.objectstore.run, which hands in the manifest's and the state's
+    makers (so that this module stays low in the import floors)."""
+
+    def __init__(
+        self,
+        store: Store,
+        make_manifest: Callable[[Store, Path], StoreManifest],
+        read_state: Callable[[Store], Awaitable[StoreState]],
+        part_size: int = PART_SIZE,
+    ) -> None:
         self._store = store
         self.target = store.target
         self.part_size = part_size
         self.started = datetime.now(UTC)
         self.tmp_dir = make_temp_area()
-        self.manifest = StoreManifest(store, Path(self.tmp_dir) / "manifest.read.jsonl")
+        self.manifest = make_manifest(store, Path(self.tmp_dir) / "manifest.read.jsonl")
+        self._read_state = read_state
         self.state: StoreState | None = None
-        self.compact_at: int | None = None  # objects; None: the manifest module's default
         self._sizes: KeyIndex | None = None  # key_of(rel) -> size + 1, from the listing
         self._listing = anyio.Lock()
         self._error: FatalError | None = None
@@ -43,12 +57,11 @@ class StoreArchive:
     # -- the pipeline's Archive -------------------------------------------------------------
 
     async def load_manifest(self, manifest: Manifest) -> None:
-        from exporter.objectstore.manifest import COMPACT_AT
-
+        """Read the manifest objects; merge them into one when there are many."""
         assert manifest is self.manifest
         await self.manifest.fetch()
         await anyio.to_thread.run_sync(self.manifest.load, abandon_on_cancel=True)
-        if len(self.manifest.loaded) > (self.compact_at or COMPACT_AT):
+        if self.manifest.should_compact():
             await self.manifest.compact(self.tmp_dir)
 
     async def clean_up(self) -> int:
@@ -78,7 +91,7 @@ class StoreArchive:
         return StoreSpool(self._store, self.target.key(rel), rel, self.tmp_dir, self.part_size)
 
     async def load_state(self) -> StoreState:
-        self.state = await StoreState.read(self._store)
+        self.state = await self._read_state(self._store)
         return self.state
 
     @property
@@ -119,13 +132,13 @@ class StoreArchive:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
-async def list_archived(store: Store):  # type: ignore[no-untyped-def]
+async def list_archived(store: Store) -> AsyncIterator[tuple[str, int]]:
     """(rel, size) of every archived object under PREFIX: the manifest's objects and the
     program's own aside."""
     root = store.target.root
     async for page in store.list_pages(root):
         for obj in page:
             rel = obj["Key"][len(root) :]
-            if rel.startswith(FOLDER) or os.path.basename(rel).startswith(OURS):
+            if rel.startswith(MANIFEST_FOLDER) or os.path.basename(rel).startswith(OURS):
                 continue
             yield rel, int(obj.get("Size", 0))

@@ -29,6 +29,7 @@ from exporter.config import RetryPolicy, Timeouts
 from exporter.errors import ExportError, FatalError, PermanentError, TransientError
 from exporter.http import no_hidden_retries
 from exporter.objectstore.target import StoreTarget
+from exporter.objectstore.upload import content_md5
 from exporter.retry import Attempts, RetryHook, with_retries
 
 log = logging.getLogger("exporter.objectstore")
@@ -140,8 +141,6 @@ class Store:
 
     async def put(self, key: str, body: bytes, **kw: Any) -> str:
         """PUT `body` under `key` with its Content-MD5; the new ETag."""
-        from exporter.objectstore.upload import content_md5
-
         md5 = content_md5(body)
         resp = await self.call(
             f"PUT {key}",

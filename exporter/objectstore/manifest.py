@@ -22,11 +22,12 @@ import anyio
 
 from exporter.manifest import Manifest, Record
 from exporter.objectstore.client import NotFound, Store
+from exporter.objectstore.target import MANIFEST_FOLDER
 from exporter.objectstore.upload import upload_file
 
 log = logging.getLogger("exporter.objectstore")
 
-FOLDER = "manifest/"
+FOLDER = MANIFEST_FOLDER
 SUFFIX = ".jsonl"
 FLUSH_LINES = 1000
 FLUSH_SECONDS = 10.0
@@ -144,6 +145,9 @@ class StoreManifest(Manifest):
             await self.flush()
 
     # -- compaction -------------------------------------------------------------------------
+
+    def should_compact(self) -> bool:
+        return len(self.loaded) > COMPACT_AT
 
     async def compact(self, tmp_dir: str) -> bool:
         """Merge the objects read into one (every unit's latest line), then delete them."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any
 
 import anyio
@@ -19,23 +20,29 @@ log = logging.getLogger("exporter.objectstore")
 
 
 async def export_to_store(
-    settings: Settings, reporter: Reporter | None = None, **kw: Any
+    settings: Settings, reporter: Reporter | None = None, *, make_run: Any, **kw: Any
 ) -> RunResult:
-    """The whole run against `settings.store`; LeaseHeld (exit 75) if another run holds it."""
+    """The whole run against `settings.store`, `make_run(...)` being pipeline.Run (handed
+    in: the pipeline sits above this module); LeaseHeld (exit 75) if another run holds it."""
     from exporter.objectstore.archive import StoreArchive
     from exporter.objectstore.client import open_store
     from exporter.objectstore.lease import Lease
-    from exporter.pipeline import Run
+    from exporter.objectstore.manifest import StoreManifest
+    from exporter.objectstore.state import StoreState
 
     target = settings.store
     assert target is not None
     async with open_store(
         target, settings.retry, settings.timeouts, settings.concurrency + 4
     ) as store:
-        archive = StoreArchive(store, **kw.pop("archive_options", {}))
+        archive = StoreArchive(
+            store, StoreManifest, StoreState.read, **kw.pop("archive_options", {})
+        )
         lease: Lease | None = None
         try:
-            run = Run(settings, reporter=reporter, archive=archive, manifest=archive.manifest, **kw)
+            run = make_run(
+                settings, reporter=reporter, archive=archive, manifest=archive.manifest, **kw
+            )
             archive.manifest.run_id = run.run_id
             # Every retry of the store counts in the run's, from the first request on.
             store.on_retry = run._retry_scheduled
@@ -46,7 +53,8 @@ async def export_to_store(
             except FatalError as exc:
                 log.error("stopping the run: %s", exc.message)
                 run._result.fatal = exc
-                return run._result
+                stopped: RunResult = run._result
+                return stopped
 
             def lost(exc: FatalError) -> None:
                 if run._scope is not None:
@@ -54,7 +62,7 @@ async def export_to_store(
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lease.keep, lost)
-                result = await run.run()
+                result: RunResult = await run.run()
                 tg.cancel_scope.cancel()
             if archive.state is not None and archive.state.dirty:
                 try:
@@ -71,13 +79,14 @@ async def export_to_store(
             archive.close()
 
 
-def destination(settings: Settings) -> tuple[Any, AbstractContextManager[object]]:
-    """The export and the lock for `--out`: DIR's flock around the run, or a bucket's lease,
-    taken inside it."""
+def destination(
+    settings: Settings, export: Any, make_run: Any
+) -> tuple[Any, AbstractContextManager[object]]:
+    """The export and the lock for `--out`: DIR's flock around the run (pipeline.export), or
+    a bucket's lease, taken inside the run."""
     if settings.store is not None:
-        return export_to_store, nullcontext()
+        return partial(export_to_store, make_run=make_run), nullcontext()
     from exporter.lock import DirLock
-    from exporter.pipeline import export
 
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     return export, DirLock(settings.out_dir)

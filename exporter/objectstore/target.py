@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from exporter.urls import is_loopback_host
 
 SCHEME = "s3://"
+MANIFEST_FOLDER = "manifest/"  # PREFIX/manifest/*.jsonl: the manifest's objects
 # S3's rules for new buckets (R2 and MinIO keep to them): 3-63 of [a-z0-9.-], alphanumeric ends.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9_.=+-]+$")
@@ -100,10 +101,19 @@ def endpoint_problem(endpoint: str) -> str | None:
     return f"the storage endpoint must be an https URL, got scheme {parts.scheme!r}"
 
 
-def store_options(args: Any, environ: Mapping[str, str]) -> tuple[StoreTarget | None, float]:
+def store_options(
+    args: Any, environ: Mapping[str, str], error: type[Exception] = ValueError
+) -> tuple[StoreTarget | None, float]:
     """The command line's storage options (`--out`, `--manifest`, `--s3-endpoint`,
-    `--lock-lease`): the target (None for a folder) and the lease in seconds; ValueError with
+    `--lock-lease`): the target (None for a folder) and the lease in seconds; `error` with
     one clear line."""
+    try:
+        return _store_options(args, environ)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+
+
+def _store_options(args: Any, environ: Mapping[str, str]) -> tuple[StoreTarget | None, float]:
     from exporter.times import parse_span
 
     out, manifest, endpoint_arg, lease = args.out, args.manifest, args.s3_endpoint, args.lock_lease

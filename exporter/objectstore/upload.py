@@ -22,11 +22,12 @@ import time
 from contextlib import suppress
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from exporter.objectstore.client import Store
+if TYPE_CHECKING:
+    from exporter.objectstore.client import Store
 
 log = logging.getLogger("exporter.objectstore")
 
