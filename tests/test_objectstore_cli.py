@@ -4,16 +4,20 @@ input before any API request, verify finding damage, the lock's 75, and no secre
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exporter.standin import StandinConfig, StandinServer, standin_in_thread
+from exporter.standin import FaultRates, StandinConfig, StandinServer, standin_in_thread
 from tests.helpers import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
 from tests.s3fakes import ACCESS_KEY, SECRET_KEY, store_env
-from tests.s3helpers import keys, s3
+from tests.s3helpers import keys, latest, s3
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +163,52 @@ def test_lock_lease_is_written_with_host_and_pid(moto_server: str, bucket: str) 
     assert doc["host"] == socket.gethostname() and doc["run_id"] == "run-1"
     assert isinstance(doc["pid"], int) and "expires" in doc
     assert "l/.rtk-export.lock" not in keys(moto_server, bucket)
+
+
+def test_verify_refuses_manifest_and_a_missing_bucket(moto_server: str, bucket: str) -> None:
+    """verify s3:// with --manifest, or of a bucket that does not exist: exit 2, one line."""
+    env = cli_env("http://127.0.0.1:9", **store_env(moto_server))
+    with_manifest = run_cli(["verify", f"s3://{bucket}/p", "--manifest", "m.jsonl"], env)
+    assert with_manifest.returncode == 2 and "--manifest" in with_manifest.stderr
+    missing = run_cli(["verify", "s3://no-such-bucket-xyz/p"], env)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_sigterm_mid_run_records_what_finished_and_releases_the_lock(
+    moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """SIGTERM while exporting to a bucket: exit 143, the lock is gone, what finished is in
+    the manifest objects, and a rerun completes the rest without downloading those again."""
+    slow = StandinConfig(
+        token=TOKEN, account_id=ACCOUNT, slow_seconds=0.05, faults=FaultRates(download_slow=1.0)
+    )
+    todo = pairs(40)
+    args = [
+        str(write_sessions(tmp_path / "s.txt", todo)),
+        "--out",
+        f"s3://{bucket}/t",
+        "--concurrency",
+        "2",
+    ]
+    with standin_in_thread(slow) as server:
+        env = cli_env(server.base_url, **store_env(moto_server))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", *args], env=env, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        while len(server.state.records("download")) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert "t/.rtk-export.lock" not in keys(moto_server, bucket)
+        done = {
+            k[:2] for k, v in latest(moto_server, bucket, "t").items() if v["status"] == "exported"
+        }
+        assert done, "what finished before the signal is recorded"
+        seen = len(server.state.records("download"))
+        rerun = run_cli(args, env)
+        assert rerun.returncode == 0, rerun.stderr
+        again = [r.path for r in server.state.records("download")[seen:]]
+    assert not [p for p in again for a, s in done if p.startswith(f"/downloads/{a}/{s}/")]
+    assert len(latest(moto_server, bucket, "t")) == 40

@@ -51,8 +51,19 @@ _AUTH_CODES = frozenset(
         "AllAccessDisabled",
     }
 )
+# BadDigest and friends: the body was damaged on the way (what Content-MD5 is for); sending
+# it again is the cure.
 _TRANSIENT_CODES = frozenset(
-    {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"}
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "Throttling",
+        "BadDigest",
+        "IncompleteBody",
+        "XAmzContentSHA256Mismatch",
+    }
 )
 
 
