@@ -123,19 +123,27 @@ def main() -> None:
                 )
         wall = {k: median([m.wall for m in v]) for k, v in rows.items()}
         rss = {k: median([m.peak_rss_mb for m in v]) for k, v in rows.items()}
+        cpu = {k: median([m.cpu for m in v]) for k, v in rows.items()}
         print(f"\n{args.pairs} pairs, medians of {args.runs} runs; {machine()}")
         print(
             table(
-                ["path", "wall s", "pairs/s", "peak RSS MB"],
+                ["path", "wall s", "pairs/s", "peak RSS MB", "CPU s"],
                 [
                     [
                         "rtk-export --out s3://",
                         wall["direct"],
                         args.pairs / wall["direct"],
                         rss["direct"],
+                        cpu["direct"],
                     ],
-                    ["rtk-export --out DIR", wall["dir"], args.pairs / wall["dir"], rss["dir"]],
-                    ["  then rclone copy", wall["rclone"], "", rss["rclone"]],
+                    [
+                        "rtk-export --out DIR",
+                        wall["dir"],
+                        args.pairs / wall["dir"],
+                        rss["dir"],
+                        cpu["dir"],
+                    ],
+                    ["  then rclone copy", wall["rclone"], "", rss["rclone"], cpu["rclone"]],
                 ],
             )
         )

@@ -36,3 +36,10 @@ def test_the_start_up_benchmark_runs() -> None:
     out = _bench("bench.startup", "--runs", "1")
     assert "python -m exporter --help" in out
     assert "python -c pass" in out
+
+
+def test_the_object_storage_benchmark_runs_on_a_few_pairs() -> None:
+    """bench.s3 exports to moto directly and through DIR + rclone, and prints both."""
+    out = _bench("bench.s3", "--pairs", "10", "--runs", "1", "--big-bytes", "0")
+    assert "rtk-export --out s3://" in out
+    assert "DIR + rclone / direct" in out
