@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from exporter.archive import OURS
-from exporter.errors import FatalError
+from exporter.errors import ExportError, FatalError
 from exporter.keyset import KeyIndex, key_of
 from exporter.manifest import Manifest
-from exporter.objectstore.client import Store
+from exporter.objectstore.client import Store, StoreError
 from exporter.objectstore.target import MANIFEST_FOLDER
 from exporter.objectstore.upload import PART_SIZE, StoreSpool, abort_stale_uploads, make_temp_area
 
@@ -108,8 +108,8 @@ class StoreArchive:
     async def _flush_loop(self) -> None:
         try:
             await self.manifest.keep_flushing()
-        except FatalError as exc:
-            self._error = exc  # lines stay waiting; the final flush tries again
+        except ExportError as exc:
+            self._error = _fatal(exc)  # lines stay waiting; the final flush tries again
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -122,14 +122,21 @@ class StoreArchive:
             try:
                 await self.manifest.flush()
                 self._error = None
-            except FatalError as exc:
-                self._error = exc
+            except ExportError as exc:
+                self._error = _fatal(exc)
                 log.error("%d manifest line(s) could not be written", self.manifest.pending)
 
     def close(self) -> None:
         """Remove the run's temporary area."""
         self.manifest.close()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def _fatal(exc: ExportError) -> FatalError:
+    """A manifest object the store refuses stops the run: outcomes must be recordable."""
+    if isinstance(exc, FatalError):
+        return exc
+    return StoreError(f"the manifest cannot be written: {exc.message}")
 
 
 async def list_archived(store: Store) -> AsyncIterator[tuple[str, int]]:
