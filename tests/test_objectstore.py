@@ -9,6 +9,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
 from exporter.objectstore.lease import LeaseHeld
@@ -144,3 +145,80 @@ def _dead_pid() -> int:
         os._exit(0)
     os.waitpid(pid, 0)
     return pid
+
+
+async def test_a_lease_taken_over_mid_run_stops_the_run(
+    standin,
+    moto_server: str,
+    bucket: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Another run overwrites the lock while this one runs: the next renewal gets a 412 and
+    the run stops with a fatal error instead of writing on beside it."""
+    from exporter.standin import FaultRates
+
+    async with standin(slow_seconds=0.2, faults=FaultRates(download_slow=1.0)) as server:
+        settings = store_settings(
+            server,
+            moto_server,
+            bucket,
+            write_sessions(tmp_path / "s", pairs(40)),
+            concurrency=1,
+            lock_lease=0.3,  # renewed every 0.1 s
+        )
+
+        class Thief:
+            """After the first unit, another run's lock replaces ours."""
+
+            def recorded(self, rec: object) -> None:
+                other = {"host": "thief", "pid": 1, "run_id": "x", "expires": _when(minutes=5)}
+                s3(moto_server).put_object(
+                    Bucket=bucket, Key="arch/.rtk-export.lock", Body=json.dumps(other)
+                )
+
+            async def run(self, stats: object) -> None:
+                await anyio.sleep_forever()
+
+        result = await run_store(settings, reporter=Thief())
+    assert result.fatal is not None and "taken over" in result.fatal.message
+    assert sum(result.stats.counts.values()) < 40
+    lock = json.loads(body(moto_server, bucket, "arch/.rtk-export.lock"))
+    assert lock["host"] == "thief"  # the thief's lock is left alone
+
+
+async def test_a_manifest_object_is_written_after_flush_seconds_without_more_lines(
+    moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """Two lines and no more: the flusher writes them as an object once its period ends."""
+    from exporter.config import RetryPolicy, Timeouts
+    from exporter.manifest import Status, record
+    from exporter.objectstore.client import open_store
+    from exporter.objectstore.manifest import StoreManifest
+    from exporter.objectstore.target import parse_target
+
+    target = parse_target(f"s3://{bucket}/f", moto_server, {"AWS_REGION": "us-east-1"})
+    async with open_store(target, RetryPolicy.immediate(), Timeouts(), 4) as store:
+        manifest = StoreManifest(store, tmp_path / "m.jsonl")
+        for sid in ("s1", "s2"):
+            manifest.append(
+                record(app_id="a", session_id=sid, kind="chat", status=Status.FAILED, run_id="r")
+            )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(manifest.keep_flushing, 0.01)
+            with anyio.fail_after(10):
+                while manifest.written < 2:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    names = keys(moto_server, bucket, "f/manifest/")
+    assert len(names) == 1
+    assert body(moto_server, bucket, names[0]).count(b"\n") == 2
+
+
+async def test_an_unreadable_lock_object_is_taken_over(
+    server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """A lock object that is not the program's JSON (torn, hand-edited) is taken over."""
+    s3(moto_server).put_object(Bucket=bucket, Key="arch/.rtk-export.lock", Body=b"\x00garbage")
+    settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "s", pairs(1)))
+    result = await run_store(settings)
+    assert result.fatal is None and result.stats.counts["exported"] == 1

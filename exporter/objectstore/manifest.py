@@ -60,6 +60,7 @@ class StoreManifest(Manifest):
         self._full = anyio.Event()
         self.loaded: list[str] = []  # keys of the objects read, in order
         self.flush_lines = FLUSH_LINES
+        self.written = 0  # lines of this run in manifest objects
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class StoreManifest(Manifest):
         except BaseException:
             self._pending[:0] = lines
             raise
+        self.written += len(lines)
 
     async def keep_flushing(self, seconds: float = FLUSH_SECONDS) -> None:
         """Flush every `seconds`, or as soon as FLUSH_LINES lines wait (runs until cancelled)."""
