@@ -2,7 +2,8 @@
 names, "is it ours", stale clean-up, atomic placing, folder sync, the write probe, and the
 names of the manifest, the state and the lock).
 
-`FolderArchive` is the seam where a second destination (object storage) plugs in.
+`Archive` is the seam the pipeline sees; `FolderArchive` is DIR, and the object-storage one
+lives in exporter/objectstore/.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import itertools
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 
-from exporter.errors import DiskError
+from exporter.errors import DiskError, FatalError
 
 if TYPE_CHECKING:
+    from exporter.manifest import Manifest
+    from exporter.runstate import RunState
     from exporter.writer import Spool
 
 OURS = ".rtk-export"  # every file of the program's own in DIR starts so
@@ -205,11 +209,49 @@ def disk_error(exc: OSError, path: str | Path) -> DiskError | None:
     return None
 
 
+class BodySpool(Protocol):
+    """One body on its way into the archive under `final`."""
+
+    final: str
+
+    async def write(self, piece: bytes) -> None: ...
+
+    async def place(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class Archive(Protocol):
+    """Where a run keeps what it exports, its manifest and its discovery state. Entered (async
+    with) around the workers; `folder_error` is a FatalError found at the end, or None."""
+
+    async def __aenter__(self) -> Archive: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def load_manifest(self, manifest: Manifest) -> None: ...
+
+    async def clean_up(self) -> int: ...
+
+    async def is_intact(self, rel: str, size: object, sha256: object) -> bool: ...
+
+    def spool(self, rel: str) -> BodySpool: ...
+
+    async def load_state(self) -> RunState: ...
+
+    @property
+    def folder_error(self) -> FatalError | None: ...
+
+
 class FolderArchive:
     """DIR as the run's destination: bodies spooled and placed atomically by writer threads,
     folders synced at the end."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, load_state: Callable[[Path], RunState] | None = None) -> None:
+        # The state's reader is handed in: runstate imports this module's names.
+        self._load_state = load_state
         self.out_dir = out_dir
         self._root = os.fspath(out_dir)
         # Imported here: the command line reads this module's names at start-up, and
@@ -230,6 +272,27 @@ class FolderArchive:
 
     def remove_stale(self) -> int:
         return remove_stale_temps(self.out_dir)
+
+    async def load_manifest(self, manifest: Manifest) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(manifest.load, abandon_on_cancel=True)
+
+    async def clean_up(self) -> int:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.remove_stale)
+
+    async def is_intact(self, rel: str, size: object, sha256: object) -> bool:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self.intact, rel, size, sha256)
+
+    async def load_state(self) -> RunState:
+        import anyio
+
+        assert self._load_state is not None, "FolderArchive(out_dir, RunState.load)"
+        return await anyio.to_thread.run_sync(self._load_state, self.out_dir)
 
     def intact(self, rel: str, size: object, sha256: object) -> bool:
         """The archived copy of `rel` is there as recorded (blocking: use a thread)."""
@@ -261,7 +324,7 @@ class FolderArchive:
         return self._spool(self._writer, temp_name(final), final)
 
     @property
-    def folder_error(self) -> DiskError | None:
+    def folder_error(self) -> FatalError | None:
         """Set once closed, if a folder could not be synced at the end."""
         if self._writer.folder_error is None:
             return None

@@ -10,16 +10,16 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from exporter.archive import MANIFEST_NAME, writable_problem
 from exporter.config import DEFAULT_BASE_URL, Rate, RetryPolicy, Settings, Timeouts, parse_include
+from exporter.objectstore.target import store_options
 from exporter.options import build_parser
 from exporter.report import Output, report_end
 from exporter.sessions import app_id_problem
 from exporter.stats import RunResult
 from exporter.times import LAST_RUN, parse_span, parse_when
-from exporter.urls import is_loopback_host
+from exporter.urls import base_url_problem
 
 log = logging.getLogger("exporter")
 
@@ -47,13 +47,8 @@ def settings_from(
     if not account:
         raise UsageError("no account id: pass --account-id or set CLOUDFLARE_ACCOUNT_ID")
     base_url = args.base_url or environ.get("CLOUDFLARE_BASE_URL") or DEFAULT_BASE_URL
-    if not base_url.startswith(("https://", "http://")):
-        raise UsageError(f"--base-url must be an http(s) URL, got {base_url!r}")
-    if base_url.startswith("http://") and not is_loopback_host(urlsplit(base_url).hostname):
-        # The token would cross the network in clear text.
-        raise UsageError(
-            f"--base-url must be https (plain http only to a loopback address), got {base_url!r}"
-        )
+    if problem := base_url_problem(base_url):
+        raise UsageError(problem)
     apps = tuple(dict.fromkeys(args.app))
     if args.sessions is not None and apps:
         raise UsageError("SESSIONS and --app do not combine: export a list, or discover by app")
@@ -78,11 +73,7 @@ def settings_from(
                 f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
             )
     try:
-        rate = Rate.parse(args.rate)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        kinds = parse_include(args.include)
+        rate, kinds = Rate.parse(args.rate), parse_include(args.include)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     max_duration = None
@@ -94,6 +85,9 @@ def settings_from(
     for name in ("connect_timeout", "request_timeout", "read_timeout"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    store, lease = store_options(args, environ, UsageError)
+    if store is not None and {"attachment", "recording"} & set(kinds):
+        raise UsageError("--include attachments/recordings do not work with an s3:// --out yet")
     out = Path(args.out)
     return Settings(
         token=token,
@@ -118,6 +112,8 @@ def settings_from(
         transcript_format=args.transcript_format,
         dry_run=args.dry_run,
         max_duration=max_duration,
+        store=store,
+        lock_lease=lease,
     )
 
 
@@ -202,7 +198,7 @@ def _main(argv: list[str]) -> int:
 
         return demo_main(argv[1:], run_export)
     if argv[:1] == ["verify"]:
-        from exporter.verify import main as verify_main
+        from exporter.objectstore.verify import main as verify_main  # DIR or s3://
 
         return verify_main(argv[1:])
     if argv[:1] == ["render"]:
@@ -226,7 +222,9 @@ def _main(argv: list[str]) -> int:
         if bad_notify:
             raise UsageError(bad_notify)
         settings = settings_from(args, dict(os.environ))
-        if problem := writable_problem(settings.out_dir, settings.manifest_path):
+        if settings.store is None and (
+            problem := writable_problem(settings.out_dir, settings.manifest_path)
+        ):
             raise UsageError(problem)
     except UsageError as exc:
         log.error("rtk-export: %s", exc, extra={"event": "usage_error"})
@@ -244,18 +242,19 @@ def run_export(settings: Settings, output: Output) -> int:
 
     from exporter import logs
     from exporter.display import reporter_for
-    from exporter.lock import DirLock, Locked
+    from exporter.lock import Locked
     from exporter.notify import ping_end, ping_start
-    from exporter.pipeline import export
+    from exporter.objectstore.run import destination
+    from exporter.pipeline import Run, export
     from exporter.report import plan_text, summary_text
 
     result = None
     try:
-        settings.out_dir.mkdir(parents=True, exist_ok=True)
-        with DirLock(settings.out_dir):
+        go, lock = destination(settings, export, Run)
+        with lock:
             ping_start(output.notify_url)
             try:
-                result = anyio.run(export, settings, reporter_for(output), backend="asyncio")
+                result = anyio.run(go, settings, reporter_for(output), backend="asyncio")
             finally:
                 catch_signals()
     except Locked as exc:

@@ -6,6 +6,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporter.objectstore.target import StoreTarget
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 # Cloudflare allows 1200 requests per 300 s per token; a sixth is left to the token's other
@@ -144,6 +148,9 @@ class Settings:
     transcript_format: str = "csv"
     dry_run: bool = False
     max_duration: float | None = None
+    # `--out s3://BUCKET/PREFIX`: the bucket, and the lease of its lock in seconds.
+    store: StoreTarget | None = None
+    lock_lease: float = 120.0
 
     @property
     def pair_kinds(self) -> tuple[str, ...]:

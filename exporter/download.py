@@ -16,12 +16,11 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from exporter.archive import FolderArchive, disk_error
+from exporter.archive import Archive, BodySpool, disk_error
 from exporter.config import Settings
 from exporter.errors import IncompleteDownload, LinkExpired, PermanentError, TransientError
 from exporter.http import Link, download_session, parse_retry_after, transport_errors
 from exporter.urls import download_url_problem
-from exporter.writer import Spool
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5
@@ -37,7 +36,7 @@ class Stored:
 class Downloader:
     """Streams presigned URLs into the archive; one credential-free aiohttp session for all."""
 
-    def __init__(self, settings: Settings, archive: FolderArchive) -> None:
+    def __init__(self, settings: Settings, archive: Archive) -> None:
         self._settings = settings
         self._archive = archive
         self._session: aiohttp.ClientSession | None = None
@@ -130,7 +129,7 @@ class Downloader:
             )
         raise PermanentError(f"download refused: HTTP {status}{_s3_code(body)}", http_status=status)
 
-    async def _receive(self, resp: aiohttp.ClientResponse, spool: Spool) -> Stored:
+    async def _receive(self, resp: aiohttp.ClientResponse, spool: BodySpool) -> Stored:
         """The body into the spool, decoded and hashed; its length checked as announced."""
         decoder = _Decoder.for_encoding(resp.headers.get("Content-Encoding", ""))
         announced = resp.content_length  # bytes on the wire, whatever the encoding
@@ -164,14 +163,14 @@ class Downloader:
             raise self._write_error(exc, spool) from None
         return Stored(size=size, sha256=digest.hexdigest())
 
-    async def _place(self, spool: Spool) -> None:
+    async def _place(self, spool: BodySpool) -> None:
         try:
             await spool.place()
         except OSError as exc:
             raise self._write_error(exc, spool) from None
 
     @staticmethod
-    def _write_error(exc: OSError, spool: Spool) -> Exception:
+    def _write_error(exc: OSError, spool: BodySpool) -> Exception:
         return disk_error(exc, spool.final) or PermanentError(
             f"cannot write {spool.final.rsplit('/', 1)[-1]}: {exc.strerror}"
         )

@@ -27,12 +27,13 @@ resumable. The token comes from CLOUDFLARE_API_TOKEN only.
   rtk-export demo [--discover] [--out DIR]    a real export against the built-in local stand-in
   rtk-export verify DIR [--manifest PATH]     re-hash the archive against its manifest
   rtk-export render DIR [--to SITE]           a static, offline web site of the archive
+  rtk-export ... --out s3://BUCKET[/PREFIX]   the archive in an S3-compatible bucket (verify too)
 """
 
 EPILOG = """\
 exit codes: 0 all exported or skipped; 1 some failed or invalid; 2 could not start or stopped
 early (bad arguments, credentials, disk); 3 stopped by --max-duration with pairs left;
-75 DIR locked by another run; 130/143 interrupted by SIGINT/SIGTERM.
+75 DIR (or the s3:// PREFIX) locked by another run; 130/143 interrupted by SIGINT/SIGTERM.
 """
 
 
@@ -88,7 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         metavar="DIR",
         required=True,
-        help="where CSVs and the manifest go (created if missing)",
+        help="where CSVs and the manifest go (created if missing), or s3://BUCKET[/PREFIX]",
+    )
+    p.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3-compatible endpoint for an s3:// --out (else env AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL; default AWS S3)",
+    )
+    p.add_argument(
+        "--lock-lease",
+        default="2m",
+        metavar="SPAN",
+        help="with an s3:// --out: the lease of the lock, renewed while the run lives (default 2m)",
     )
     p.add_argument("--manifest", metavar="PATH", help="manifest file (default DIR/manifest.jsonl)")
     p.add_argument("--account-id", help="Cloudflare account id (else env CLOUDFLARE_ACCOUNT_ID)")

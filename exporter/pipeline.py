@@ -12,12 +12,13 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.archive import FolderArchive, remove_old_partials
+from exporter.archive import Archive, FolderArchive, remove_old_partials
 from exporter.attachments import Attachment
 from exporter.client import ApiClient
 from exporter.config import Settings
@@ -65,13 +66,17 @@ class Run:
         pacer: Pacer | None = None,
         clock: Callable[[], float] = time.monotonic,
         handle_signals: bool = True,
+        archive: Archive | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
         self.s = settings
         self.run_id = new_run_id()
         self.stats = Stats()
         self.reporter = reporter or QuietReporter()
         self.pacer = pacer or Pacer(settings.rate, hold=settings.timeouts.api)
-        self.manifest = Manifest(settings.manifest_path)
+        # The destination, and the manifest that goes with it: DIR by default; object
+        # storage hands in its own (exporter.objectstore.run).
+        self.manifest = manifest or Manifest(settings.manifest_path)
         self._clock = clock
         self._handle_signals = handle_signals
         self._seen = KeySet()
@@ -80,7 +85,7 @@ class Run:
         self._scope: anyio.CancelScope | None = None
         self._export_unit: UnitExport | None = None
         self._media: MediaExport | None = None
-        self._archive = FolderArchive(settings.out_dir)
+        self._archive = archive or FolderArchive(settings.out_dir, RunState.load)
 
     # -- the run --------------------------------------------------------------------------
 
@@ -103,13 +108,13 @@ class Run:
                     ApiClient(self.s, self.pacer, self.stats, self._retry_scheduled) as api,
                     self._archive,
                     Downloader(self.s, self._archive) as dl,
-                    UntrustedFetcher(self.s, self._archive) as fetcher,
+                    UntrustedFetcher(self.s, self._media_archive()) as fetcher,
                 ):
                     self._media = MediaExport(
                         self.s,
                         self.run_id,
                         self.manifest,
-                        self._archive,
+                        self._media_archive(),
                         api,
                         dl,
                         fetcher,
@@ -150,16 +155,23 @@ class Run:
                 discovery.commit(self._result.whole)
         return self._result
 
+    def _media_archive(self) -> FolderArchive:
+        # Attachments and recordings go to a folder only for now: cli refuses them with an
+        # s3:// --out until the store has open_stored, local_path and adopt of its own.
+        return cast(FolderArchive, self._archive)
+
     async def _prepare(self) -> None:
-        await anyio.to_thread.run_sync(self.manifest.load, abandon_on_cancel=True)
+        await self._archive.load_manifest(self.manifest)
         self.stats.damaged_lines = self.manifest.damaged_lines
         if not self.s.dry_run:
-            removed = await anyio.to_thread.run_sync(self._archive.remove_stale)
+            removed = await self._archive.clean_up()
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
-            old = await anyio.to_thread.run_sync(
-                remove_old_partials, self.s.out_dir, PARTIAL_MAX_AGE, time.time()
-            )
+            old = 0
+            if self.s.store is None:  # a store's partials live in the run's temporary area
+                old = await anyio.to_thread.run_sync(
+                    remove_old_partials, self.s.out_dir, PARTIAL_MAX_AGE, time.time()
+                )
             if old:
                 log.info("removed %d recording partial(s) not resumed for 7 days", old)
             try:
@@ -170,7 +182,7 @@ class Run:
                 ) from None
 
     async def _discovery(self, api: ApiClient) -> Discovery:
-        state = await anyio.to_thread.run_sync(RunState.load, self.s.out_dir)
+        state = await self._archive.load_state()
         failed = self.manifest.recent_failures(
             frozenset(self.s.apps), self.s.now - FAILED_RETRY_AGE
         )

@@ -35,14 +35,24 @@ class RunState:
     def load(cls, out_dir: Path) -> RunState:
         path = out_dir / STATE_NAME
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return cls(path)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            log.error("state file %s is unreadable (%s); starting without it", path, exc)
+            return cls(path)
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: str, path: Path | str) -> RunState:
+        """The state in `text` (read from `path`); an empty one, loudly, if unreadable."""
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
             # Losing it costs a wider window (7 days) and LIVE sessions older than that:
             # say so loudly, and start again; the next successful run rewrites it.
             log.error("state file %s is unreadable (%s); starting without it", path, exc)
-            return cls(path)
+            return cls(Path(path))
         apps: dict[str, AppState] = {}
         for app_id, entry in (doc.get("apps") or {}).items() if isinstance(doc, dict) else ():
             if not isinstance(entry, dict):
@@ -52,7 +62,7 @@ class RunState:
                 last_run=parse_rfc3339(entry.get("last_run")),
                 live={s for s in live if isinstance(s, str)} if isinstance(live, list) else set(),
             )
-        return cls(path, apps)
+        return cls(Path(path), apps)
 
     def app(self, app_id: str) -> AppState:
         return self.apps.setdefault(app_id, AppState())

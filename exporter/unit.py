@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import anyio
-
-from exporter.archive import FolderArchive, relative_path
+from exporter.archive import Archive, relative_path
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.download import Downloader, Stored
@@ -40,7 +38,7 @@ class UnitExport:
         run_id: str,
         stats: Stats,
         manifest: Manifest,
-        archive: FolderArchive,
+        archive: Archive,
         api: ApiClient,
         downloader: Downloader,
         plan: dict[str, int],
@@ -61,7 +59,7 @@ class UnitExport:
         rel = relative_path(unit.app_id, unit.session_id, unit.kind, self.s.transcript_format)
         prior = self.manifest.latest(unit.app_id, unit.session_id, unit.kind)
         if prior is not None and prior.status in DONE:
-            if await anyio.to_thread.run_sync(self._archive.intact, rel, prior.bytes, prior.sha256):
+            if await self._archive.is_intact(rel, prior.bytes, prior.sha256):
                 if self.s.dry_run:
                     self._plan("skip", unit)
                     return None

@@ -70,3 +70,13 @@ def download_url_problem(url: str) -> str | None:
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return None
     return f"download URL scheme {parts.scheme!r} refused (https only, http to loopback)"
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why the API base URL cannot carry the token, or None: https, plain http to loopback."""
+    if not url.startswith(("https://", "http://")):
+        return f"--base-url must be an http(s) URL, got {url!r}"
+    if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname):
+        # The token would cross the network in clear text.
+        return f"--base-url must be https (plain http only to a loopback address), got {url!r}"
+    return None

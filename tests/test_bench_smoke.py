@@ -51,3 +51,10 @@ def test_the_render_benchmark_runs_on_a_few_sessions() -> None:
     out = _bench("bench.render", "--sessions", "5", "--messages", "3")
     assert "render: 5 sessions rendered" in out
     assert "render: 1 sessions rendered, 4 unchanged" in out
+
+
+def test_the_object_storage_benchmark_runs_on_a_few_pairs() -> None:
+    """bench.s3 exports to moto directly and through DIR + rclone, and prints both."""
+    out = _bench("bench.s3", "--pairs", "10", "--runs", "1", "--big-bytes", "0")
+    assert "rtk-export --out s3://" in out
+    assert "DIR + rclone / direct" in out

@@ -1,0 +1,151 @@
+"""The bucket as the run's destination (the pipeline's Archive): bodies stored as whole
+objects, the manifest as objects, "is it intact" from listing pages (not a HEAD per unit),
+multipart uploads of a killed run aborted, the run's temporary area made and removed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+
+from exporter.archive import OURS
+from exporter.errors import ExportError, FatalError
+from exporter.keyset import KeyIndex, key_of
+from exporter.manifest import Manifest
+from exporter.objectstore.client import Store, StoreError
+from exporter.objectstore.target import MANIFEST_FOLDER
+from exporter.objectstore.upload import PART_SIZE, StoreSpool, abort_stale_uploads, make_temp_area
+
+if TYPE_CHECKING:
+    from exporter.objectstore.manifest import StoreManifest
+    from exporter.objectstore.state import StoreState
+
+log = logging.getLogger("exporter.objectstore")
+
+
+class StoreArchive:
+    """Built by exporter.objectstore.run, which hands in the manifest's and the state's
+    makers (so that this module stays low in the import floors)."""
+
+    def __init__(
+        self,
+        store: Store,
+        make_manifest: Callable[[Store, Path], StoreManifest],
+        read_state: Callable[[Store], Awaitable[StoreState]],
+        part_size: int = PART_SIZE,
+    ) -> None:
+        self._store = store
+        self.target = store.target
+        self.part_size = part_size
+        self.started = datetime.now(UTC)
+        self.tmp_dir = make_temp_area()
+        self.manifest = make_manifest(store, Path(self.tmp_dir) / "manifest.read.jsonl")
+        self._read_state = read_state
+        self.state: StoreState | None = None
+        self._sizes: KeyIndex | None = None  # key_of(rel) -> size + 1, from the listing
+        self._listing = anyio.Lock()
+        self._error: FatalError | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # -- the pipeline's Archive -------------------------------------------------------------
+
+    async def load_manifest(self, manifest: Manifest) -> None:
+        """Read the manifest objects; merge them into one when there are many."""
+        assert manifest is self.manifest
+        await self.manifest.fetch()
+        await anyio.to_thread.run_sync(self.manifest.load, abandon_on_cancel=True)
+        if self.manifest.should_compact():
+            await self.manifest.compact(self.tmp_dir)
+
+    async def clean_up(self) -> int:
+        aborted = await abort_stale_uploads(self._store, self.started)
+        if aborted:
+            log.info("aborted %d multipart upload(s) left by an interrupted run", aborted)
+        return 0
+
+    async def is_intact(self, rel: str, size: object, sha256: object) -> bool:
+        """The object is there with the recorded size (from the listing of PREFIX, made once:
+        one request per 1,000 objects instead of a HEAD per unit)."""
+        if not isinstance(size, int):
+            return False
+        sizes = await self._listed()
+        return sizes.get(key_of(rel)) == size + 1
+
+    async def _listed(self) -> KeyIndex:
+        async with self._listing:
+            if self._sizes is None:
+                sizes = KeyIndex()
+                async for rel, size in list_archived(self._store):
+                    sizes.put(key_of(rel), size + 1)  # +1: KeyIndex values of 0 are fine too
+                self._sizes = sizes
+            return self._sizes
+
+    def spool(self, rel: str) -> StoreSpool:
+        return StoreSpool(self._store, self.target.key(rel), rel, self.tmp_dir, self.part_size)
+
+    async def load_state(self) -> StoreState:
+        self.state = await self._read_state(self._store)
+        return self.state
+
+    @property
+    def folder_error(self) -> FatalError | None:
+        """The manifest could not be written at the end (the store stayed down)."""
+        return self._error
+
+    async def __aenter__(self) -> StoreArchive:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._flush_loop)
+        return self
+
+    async def _flush_loop(self) -> None:
+        try:
+            await self.manifest.keep_flushing()
+        except ExportError as exc:
+            self._error = _fatal(exc)  # lines stay waiting; the final flush tries again
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        # Shielded, even from a signal: what finished is recorded.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.manifest.flush()
+                self._error = None
+            except ExportError as exc:
+                self._error = _fatal(exc)
+                log.error("%d manifest line(s) could not be written", self.manifest.pending)
+
+    def close(self) -> None:
+        """Remove the run's temporary area."""
+        self.manifest.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def _fatal(exc: ExportError) -> FatalError:
+    """A manifest object the store refuses stops the run: outcomes must be recordable."""
+    if isinstance(exc, FatalError):
+        return exc
+    return StoreError(f"the manifest cannot be written: {exc.message}")
+
+
+async def list_archived(store: Store) -> AsyncIterator[tuple[str, int]]:
+    """(rel, size) of every archived object under PREFIX: the manifest's objects and the
+    program's own aside."""
+    root = store.target.root
+    async for page in store.list_pages(root):
+        for obj in page:
+            rel = obj["Key"][len(root) :]
+            if rel.startswith(MANIFEST_FOLDER) or os.path.basename(rel).startswith(OURS):
+                continue
+            yield rel, int(obj.get("Size", 0))

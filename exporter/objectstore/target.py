@@ -1,0 +1,136 @@
+"""Where an `s3://BUCKET/PREFIX` out points: bucket, prefix, endpoint and region, resolved
+from the command line and the environment once, checked before any request (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from exporter.urls import is_loopback_host
+
+SCHEME = "s3://"
+MANIFEST_FOLDER = "manifest/"  # PREFIX/manifest/*.jsonl: the manifest's objects
+# S3's rules for new buckets (R2 and MinIO keep to them): 3-63 of [a-z0-9.-], alphanumeric ends.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+def is_store_url(text: str) -> bool:
+    return text.startswith(SCHEME)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTarget:
+    """A bucket and the prefix under which everything a run keeps lives."""
+
+    bucket: str
+    prefix: str  # "" or "a/b" (no slash at either end)
+    endpoint: str | None  # None: AWS S3
+    region: str
+
+    def key(self, rel: str) -> str:
+        """The object key of `rel` (a path relative to the archive's root)."""
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    @property
+    def root(self) -> str:
+        """What every key of the archive starts with ("" or "prefix/")."""
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def rel(self, key: str) -> str:
+        return key[len(self.root) :]
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
+
+
+def parse_target(out: str, endpoint_arg: str | None, environ: Mapping[str, str]) -> StoreTarget:
+    """`out` and the endpoint resolved, or ValueError with one clear line."""
+    rest = out[len(SCHEME) :]
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"--out {out!r}: {bucket!r} is not a valid bucket name")
+    for part in prefix.split("/") if prefix else ():
+        if part in ("", ".", "..") or not _PREFIX_PART.match(part):
+            raise ValueError(
+                f"--out {out!r}: the prefix may hold only [A-Za-z0-9_.=+-] between slashes"
+            )
+    endpoint = (
+        endpoint_arg
+        or environ.get("AWS_ENDPOINT_URL_S3")
+        or environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+    if endpoint is not None:
+        if problem := endpoint_problem(endpoint):
+            raise ValueError(problem)
+        endpoint = endpoint.rstrip("/")
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        region = "auto" if endpoint else "us-east-1"  # "auto": R2's name for it
+    return StoreTarget(bucket=bucket, prefix=prefix, endpoint=endpoint, region=region)
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why the storage endpoint must not be used, or None: https, or http to loopback."""
+    try:
+        parts = urlsplit(endpoint)
+        _ = parts.port
+    except ValueError:
+        return "the storage endpoint is not a valid URL"
+    if not parts.hostname:
+        return "the storage endpoint has no host"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "the storage endpoint must be a plain URL (no user, query or fragment)"
+    if parts.path not in ("", "/"):
+        return "the storage endpoint must have no path (the bucket is addressed path-style)"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http":
+        if is_loopback_host(parts.hostname):
+            return None
+        # Storage credentials would sign requests sent in clear text.
+        return (
+            f"the storage endpoint must be https (plain http only to a loopback address), "
+            f"got http://{parts.hostname}"
+        )
+    return f"the storage endpoint must be an https URL, got scheme {parts.scheme!r}"
+
+
+def store_options(
+    args: Any, environ: Mapping[str, str], error: type[Exception] = ValueError
+) -> tuple[StoreTarget | None, float]:
+    """The command line's storage options (`--out`, `--manifest`, `--s3-endpoint`,
+    `--lock-lease`): the target (None for a folder) and the lease in seconds; `error` with
+    one clear line."""
+    try:
+        return _store_options(args, environ)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+
+
+def _store_options(args: Any, environ: Mapping[str, str]) -> tuple[StoreTarget | None, float]:
+    from exporter.times import parse_span
+
+    out, manifest, endpoint_arg, lease = args.out, args.manifest, args.s3_endpoint, args.lock_lease
+
+    try:
+        seconds = parse_span(lease)
+    except ValueError as exc:
+        raise ValueError(f"--lock-lease: {exc}") from None
+    if not is_store_url(out):
+        if endpoint_arg:
+            raise ValueError("--s3-endpoint goes with an s3:// --out")
+        return None, seconds
+    if manifest:
+        raise ValueError(
+            "--manifest does not combine with an s3:// --out: the manifest lives under "
+            "PREFIX/manifest/"
+        )
+    if seconds < 10:
+        raise ValueError("--lock-lease must be at least 10s")
+    return parse_target(out, endpoint_arg, environ), seconds
