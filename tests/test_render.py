@@ -497,3 +497,22 @@ def test_an_exported_archive_renders_whole_and_stays_verified(tmp_path: Path) ->
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout
+
+
+def test_recordings_are_linked_below_the_chat_and_counted_in_the_index(tmp_path: Path) -> None:
+    """An archived recording is linked from its session page (never embedded) and counted
+    among the archived kinds of the index; one whose line names no file is left out."""
+    a = Archive(tmp_path / "dir")
+    a.add_chat(APP, "s1", [Msg("m1", "Ana", "hi", "2026-11-20T09:00:00Z")])
+    rel = f"{APP}/s1.recordings/rec-1.mp4"
+    a._store(APP, "s1", "recording", rel, b"\x00\x00\x00\x18ftypmp42", recording_id="rec-1")
+    a.line(APP, "s1", "recording", status="unavailable", recording_id="rec-2")
+    site_dir = tmp_path / "site"
+    render_site(a.root, a.manifest, site_dir)
+    page_path = site_dir / APP / "s1.html"
+    page = Page(page_path.read_text(encoding="utf-8"))
+    hrefs = [at["href"] for t, at in page.tags if t == "a" and "recording" in at.get("href", "")]
+    assert [(page_path.parent / h).resolve() for h in hrefs] == [(a.root / rel).resolve()]
+    assert not [t for t, _ in page.tags if t in ("video", "audio", "source")]
+    assert "rec-2" not in page.all_text()
+    assert "1 recording" in (site_dir / "index.html").read_text(encoding="utf-8")

@@ -19,7 +19,7 @@ from exporter.sessions import app_id_problem, session_id_problem
 # Bump when what a page shows changes in code (template changes are seen by their digest):
 # every page is then rendered again.
 RENDER_VERSION = "1"
-KINDS = ("chat", "transcript", "summary", "attachment")
+KINDS = ("chat", "transcript", "summary", "attachment", "recording")
 _BATCH = 1000
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
@@ -68,11 +68,14 @@ class Row:
 
 
 def attachment_id(line: Line) -> str | None:
-    """The message id of an attachment line: its `message_id` where the manifest has one,
-    else read from its path `<app>/<session>.attachments/<message_id>[.<ext>]`."""
-    mid = getattr(line, "message_id", None)
+    """The message id of an attachment line (or the recording id of a recording line): its
+    `message_id` (`recording_id`) where the manifest has one, else, for an attachment, read
+    from its path `<app>/<session>.attachments/<message_id>[.<ext>]`."""
+    mid = line.item
     if isinstance(mid, str):
         return mid if _MESSAGE_ID.fullmatch(mid) else None
+    if line.kind != "attachment":
+        return None
     prefix = f"{line.app_id}/{line.session_id}.attachments/"
     if line.path is None or not line.path.startswith(prefix):
         return None
@@ -136,7 +139,7 @@ class RenderRecord:
             if app_id_problem(line.app_id) or session_id_problem(line.session_id):
                 continue
             mid = ""
-            if line.kind == "attachment":
+            if line.kind in ("attachment", "recording"):
                 found = attachment_id(line)
                 if found is None:
                     continue

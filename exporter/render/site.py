@@ -109,8 +109,9 @@ def render_session(
     out_dir: Path, site: Path, to_dir: str, app: str, sid: str, units: list[Unit]
 ) -> Row:
     """Write one session's page; its index row. SessionDamaged names the file at fault."""
-    by_kind = {u.kind: u for u in units if u.kind != "attachment"}
-    for u in by_kind.values():
+    by_kind = {u.kind: u for u in units if u.kind not in ("attachment", "recording")}
+    recordings = [u for u in units if u.kind == "recording"]
+    for u in (*by_kind.values(), *recordings):
         if not inside(u.path, app):
             raise SessionDamaged(u.path, "is not a path in the archive")
     attachments = {u.message_id: u for u in units if u.kind == "attachment"}
@@ -136,6 +137,10 @@ def render_session(
         for kind in ("chat", "transcript", "summary")
         if (f := by_kind.get(kind)) is not None
     ]
+    files += [  # a recording is linked, never embedded: the page loads nothing by itself
+        {"href": href(to_dir, r.path), "label": f"recording ({r.path.rsplit('/', 1)[-1]})"}
+        for r in recordings
+    ]
     context = {
         "app": app,
         "sid": sid,
@@ -151,6 +156,8 @@ def render_session(
     kinds: list[str] = [k for k in ("chat", "transcript", "summary") if k in by_kind]
     if attachments:
         kinds.append(f"{len(attachments)} attachment{'' if len(attachments) == 1 else 's'}")
+    if recordings:
+        kinds.append(f"{len(recordings)} recording{'' if len(recordings) == 1 else 's'}")
     stats = views.stats
     words = " ".join((sid.lower(), *(n.lower() for n in stats.names), *stats.words))
     return Row(app, sid, start, list(stats.names), stats.count, ", ".join(kinds), words)

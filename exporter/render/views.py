@@ -183,7 +183,8 @@ class Views:
         image = m.kind == "IMAGE_MESSAGE"
         view.is_attachment = True
         view.text = ""
-        view.link = m.link or m.text.strip() or None  # a payload we cannot read: as text
+        # A payload we cannot read is shown as text; one read whole that names no link, not.
+        view.link = m.link or (None if m.file_name else m.text.strip() or None)
         view.file_label = (m.file_name or ("Image" if image else "File")) + _size(m.file_size)
         unit = self.attachments.get(m.id)
         if unit is None or not inside(unit.path, self.app):

@@ -10,8 +10,10 @@ import hashlib
 import hmac
 import json
 import random
+import struct
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,6 +116,8 @@ class Media:
     def attachment_body(self, app_id: str, session_id: str, name: str) -> bytes:
         """The file behind an attachment link (any name: the seeded chat rows make up their own)."""
         rng = random.Random(f"{self.config.seed}:{app_id}:{session_id}:att:{name}")  # noqa: S311
+        if name.endswith(".png") and self.config.attachment_bytes is None:
+            return _png(rng)  # a real picture, so that a rendered archive shows one
         return rng.randbytes(self.attachment_size(name))
 
     # -- recordings
@@ -308,3 +312,29 @@ class MediaRoutes:
 def _api_error(status: int, message: str) -> web.Response:
     body = {"success": False, "error": {"code": status, "message": message}}
     return web.json_response(body, status=status)
+
+
+def _png(rng: random.Random, width: int = 96, height: int = 64) -> bytes:
+    """A small valid PNG: a seeded two-colour gradient."""
+    a = [rng.randrange(256) for _ in range(3)]
+    b = [rng.randrange(256) for _ in range(3)]
+    rows = []
+    for y in range(height):
+        px = bytes(
+            (a[c] * (width - x) + b[c] * x) // width if y < height // 2 else b[c]
+            for x in range(width)
+            for c in range(3)
+        )
+        rows.append(b"\x00" + px)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data)
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
