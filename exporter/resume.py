@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from exporter import writer
-from exporter.archive import FolderArchive, disk_error, partial_names, write_atomic
+from exporter.archive import disk_error, partial_names, write_atomic
 from exporter.errors import IncompleteDownload, PermanentError, TransientError
 from exporter.http import Link, transport_errors
 
 if TYPE_CHECKING:
+    from exporter.archive import Archive
     from exporter.download import Downloader
 
 T = TypeVar("T")
@@ -155,7 +156,7 @@ def _hash_prefix(path: str, length: int) -> hashlib._Hash:
 class RecordingDownload:
     """Downloads one recording to `rel`, resuming a partial left by an earlier attempt."""
 
-    def __init__(self, archive: FolderArchive, downloader: Downloader) -> None:
+    def __init__(self, archive: Archive, downloader: Downloader) -> None:
         self._archive = archive
         self._dl = downloader
 
@@ -218,12 +219,20 @@ class RecordingDownload:
             held = partial.written
             if total is not None and held != total:
                 raise IncompleteDownload(f"recording has {held} of {total} bytes; will resume")
-            await _on_disk(self._place, path, sidecar, rel)
-            return held, partial.digest.hexdigest()
+            digest = partial.digest.hexdigest()
+            await self._place(path, sidecar, rel, digest)
+            return held, digest
 
-    def _place(self, path: str, sidecar: str, rel: str) -> None:
-        self._archive.adopt(path, rel)
-        _forget(sidecar, sidecar)
+    async def _place(self, path: str, sidecar: str, rel: str, sha256: str) -> None:
+        """The complete partial placed as `rel`, then its record forgotten (an object store
+        uploads it whole: see objectstore.archive.StoreArchive.adopt)."""
+        try:
+            await self._archive.adopt(path, rel, sha256)
+        except OSError as exc:
+            raise disk_error(exc, rel) or PermanentError(
+                f"cannot place {rel}: {exc.strerror or exc}"
+            ) from None
+        await _on_disk(_forget, sidecar, sidecar)
 
     @staticmethod
     def _continues(resp: aiohttp.ClientResponse, record: ResumeRecord | None) -> bool:
