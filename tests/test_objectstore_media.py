@@ -5,6 +5,7 @@ partial kept on this host, and the whole of it through the checking proxy."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 import time
@@ -212,6 +213,31 @@ async def test_a_partial_outlives_its_run_and_the_next_run_resumes_it(
     (line,) = [x for x in media_lines(moto_server, bucket, "recording")]
     check_object(moto_server, bucket, line, media.body(rec.id))
     assert line["sha256"] == media.digest(rec.id)[1] and partial_files(private_tmp) == []
+
+
+async def test_a_whole_partial_left_unplaced_is_uploaded_without_downloading_again(
+    standin, moto_server: str, bucket: str, tmp_path: Path, private_tmp: Path
+) -> None:
+    """A partial that holds the whole recording (its upload failed, or the run died before
+    it) is answered 416 from its end and uploaded as it is: no body byte is served again."""
+    async with standin(recording_statuses=("UPLOADED",), recording_bytes=SIZE) as server:
+        media = server.state.media
+        (rec,) = media.recordings_of("app1", "s1")
+        settings = recording_settings(server, moto_server, bucket, tmp_path)
+        folder = Path(partials_area(settings.store, "unused")) / "app1" / "s1.recordings"
+        folder.mkdir(parents=True)
+        (folder / f".rtk-export-{rec.id}.mp4.partial").write_bytes(media.body(rec.id))
+        record = {"recording_id": rec.id, "size": SIZE, "etag": rec.etag, "held": SIZE}
+        (folder / f".rtk-export-{rec.id}.mp4.resume.json").write_text(
+            json.dumps({**record, "updated": time.time()})
+        )
+        result = await run_store(settings)
+        assert server.state.records("recording")[-1].status == 416
+        assert media.recording_bytes_served == 0
+    assert result.stats.counts == {"exported": 1}
+    (line,) = media_lines(moto_server, bucket, "recording")
+    check_object(moto_server, bucket, line, media.body(rec.id))
+    assert partial_files(private_tmp) == []
 
 
 async def test_partials_of_a_bucket_are_removed_after_a_week(
