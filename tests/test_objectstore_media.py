@@ -243,8 +243,8 @@ async def test_a_whole_partial_left_unplaced_is_uploaded_without_downloading_aga
 async def test_partials_of_a_bucket_are_removed_after_a_week(
     server: StandinServer, moto_server: str, bucket: str, tmp_path: Path
 ) -> None:
-    """Start-up removes a bucket's partials (and records) not resumed for 7 days, and keeps
-    a fresh one."""
+    """Start-up removes a bucket's partials (and records) not resumed for 7 days and the
+    folders left empty, and keeps a fresh one."""
     settings = store_settings(server, moto_server, bucket, write_sessions(tmp_path / "s", []))
     folder = Path(partials_area(settings.store, "unused")) / "app9" / "s9.recordings"
     folder.mkdir(parents=True)
@@ -255,8 +255,11 @@ async def test_partials_of_a_bucket_are_removed_after_a_week(
     eight_days = time.time() - 8 * 86400
     for path in old:
         os.utime(path, (eight_days, eight_days))
+    finished = folder.parent.parent / "app8" / "s8.recordings"  # a recording's, once uploaded
+    finished.mkdir(parents=True)
     await run_store(settings)
     assert sorted(p.name for p in folder.iterdir()) == [fresh.name]
+    assert not finished.parent.exists()
 
 
 def test_a_partials_folder_open_to_others_is_not_used(private_tmp: Path) -> None:

@@ -21,7 +21,7 @@ from exporter.errors import ExportError, FatalError
 from exporter.keyset import KeyIndex, key_of
 from exporter.manifest import Manifest
 from exporter.objectstore.client import Store, StoreError
-from exporter.objectstore.partials import partials_area
+from exporter.objectstore.partials import partials_area, remove_empty_folders
 from exporter.objectstore.target import MANIFEST_FOLDER
 from exporter.objectstore.upload import (
     PART_SIZE,
@@ -155,9 +155,12 @@ class StoreArchive:
         await anyio.to_thread.run_sync(os.unlink, path)
 
     async def remove_old_partials(self, max_age: float, now: float) -> int:
-        return await anyio.to_thread.run_sync(
-            remove_old_partials, Path(self.partials), max_age, now
-        )
+        def clean() -> int:
+            removed = remove_old_partials(Path(self.partials), max_age, now)
+            remove_empty_folders(self.partials)
+            return removed
+
+        return await anyio.to_thread.run_sync(clean)
 
     async def load_state(self) -> StoreState:
         self.state = await self._read_state(self._store)

@@ -43,3 +43,12 @@ def partials_area(target: StoreTarget, fallback: str) -> str:
         log.warning("cannot use %s (%s): partials kept for this run only", base, exc.strerror)
         return fallback
     return area
+
+
+def remove_empty_folders(area: str) -> None:
+    """The app and media folders left empty under `area` by finished recordings (blocking;
+    at start-up, before any download)."""
+    for folder, _, _ in os.walk(area, topdown=False):
+        if folder != area:
+            with suppress(OSError):  # not empty: kept
+                os.rmdir(folder)
