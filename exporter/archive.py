@@ -239,6 +239,24 @@ class Archive(Protocol):
 
     def spool(self, rel: str) -> BodySpool: ...
 
+    async def open_stored(self, rel: str) -> IO[bytes]:
+        """An archived file read back, e.g. a chat CSV for its attachments (OSError or an
+        ExportError when it cannot be)."""
+        ...
+
+    def local_path(self, rel: str) -> str:
+        """The local name beside which a resumable download of `rel` keeps its partial file
+        and record (see `partial_names`)."""
+        ...
+
+    async def adopt(self, path: str, rel: str, sha256: str) -> None:
+        """Place the complete local file `path` (whose SHA-256 is `sha256`) as `rel`."""
+        ...
+
+    async def remove_old_partials(self, max_age: float, now: float) -> int:
+        """Remove resumable partials not resumed for `max_age` seconds; how many."""
+        ...
+
     async def load_state(self) -> RunState: ...
 
     @property
@@ -298,24 +316,36 @@ class FolderArchive:
         """The archived copy of `rel` is there as recorded (blocking: use a thread)."""
         return file_matches(os.path.join(self._root, rel), size, sha256)
 
-    def open_stored(self, rel: str) -> IO[bytes]:
-        """An archived file read back (blocking: use a thread), e.g. a chat CSV for its
-        attachments. An object-storage archive streams the object instead."""
-        return open(os.path.join(self._root, rel), "rb")
+    async def open_stored(self, rel: str) -> IO[bytes]:
+        """An archived file read back, e.g. a chat CSV for its attachments. An object-storage
+        archive streams the object instead."""
+        import anyio
+
+        return await anyio.to_thread.run_sync(open, os.path.join(self._root, rel), "rb")
 
     def local_path(self, rel: str) -> str:
         """Where a resumable download of `rel` keeps its partial file and record: beside the
         final name here; an object-storage archive names a place in its local work area."""
         return os.path.join(self._root, rel)
 
-    def adopt(self, path: str, rel: str) -> None:
-        """Place a complete local file as `rel` (blocking): a rename and a folder sync here;
-        an object-storage archive uploads it (and removes the local copy)."""
+    async def adopt(self, path: str, rel: str, sha256: str) -> None:
+        """Place a complete local file as `rel`: a rename and a folder sync here (the hash
+        is the caller's to record); an object-storage archive uploads it."""
+        import anyio
+
+        await anyio.to_thread.run_sync(self._adopt, path, rel)
+
+    def _adopt(self, path: str, rel: str) -> None:
         from exporter.writer import sync_folder
 
         final = os.path.join(self._root, rel)
         os.replace(path, final)
         sync_folder(os.path.dirname(final))
+
+    async def remove_old_partials(self, max_age: float, now: float) -> int:
+        import anyio
+
+        return await anyio.to_thread.run_sync(remove_old_partials, self.out_dir, max_age, now)
 
     def spool(self, rel: str) -> Spool:
         # Plain strings: a Path per temporary name and folder cost a few per cent of the CPU

@@ -86,8 +86,6 @@ def settings_from(
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
     store, lease = store_options(args, environ, UsageError)
-    if store is not None and {"attachment", "recording"} & set(kinds):
-        raise UsageError("--include attachments/recordings do not work with an s3:// --out yet")
     out = Path(args.out)
     return Settings(
         token=token,

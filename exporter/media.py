@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 
-from exporter.archive import FolderArchive, relative_path
+from exporter.archive import Archive, relative_path
 from exporter.attachments import Attachment, iter_attachments
 from exporter.client import ApiClient
 from exporter.config import Settings
@@ -40,7 +40,7 @@ class MediaExport:
         settings: Settings,
         run_id: str,
         manifest: Manifest,
-        archive: FolderArchive,
+        archive: Archive,
         api: ApiClient,
         downloader: Downloader,
         fetcher: UntrustedFetcher,
@@ -92,11 +92,14 @@ class MediaExport:
         rel = relative_path(unit.app_id, unit.session_id, "chat", self.s.transcript_format)
         self._readers += 1
         try:
-            fh = await anyio.to_thread.run_sync(self._archive.open_stored, rel)
-        except OSError as exc:
+            fh = await self._archive.open_stored(rel)
+        except (OSError, ExportError) as exc:
             self._readers -= 1
             self._signal()
-            log.warning("%s cannot be read back for its attachments: %s", rel, exc.strerror)
+            if isinstance(exc, FatalError):
+                raise  # the store stays down: the run stops
+            why = exc.strerror if isinstance(exc, OSError) else exc.message
+            log.warning("%s cannot be read back for its attachments: %s", rel, why)
             return
         try:
             rows = iter_attachments(unit.app_id, unit.session_id, fh)
@@ -217,9 +220,7 @@ class MediaExport:
         if prior is None or prior.status not in DONE:
             return None
         path = prior.path or rel
-        if not await anyio.to_thread.run_sync(
-            self._archive.intact, path, prior.bytes, prior.sha256
-        ):
+        if not await self._archive.is_intact(path, prior.bytes, prior.sha256):
             return None
         return self._line(
             unit, Status.SKIPPED, item, 0, path, Stored(prior.bytes or 0, prior.sha256 or "")

@@ -12,13 +12,12 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import cast
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.archive import Archive, FolderArchive, remove_old_partials
+from exporter.archive import Archive, FolderArchive
 from exporter.attachments import Attachment
 from exporter.client import ApiClient
 from exporter.config import Settings
@@ -108,13 +107,13 @@ class Run:
                     ApiClient(self.s, self.pacer, self.stats, self._retry_scheduled) as api,
                     self._archive,
                     Downloader(self.s, self._archive) as dl,
-                    UntrustedFetcher(self.s, self._media_archive()) as fetcher,
+                    UntrustedFetcher(self.s, self._archive) as fetcher,
                 ):
                     self._media = MediaExport(
                         self.s,
                         self.run_id,
                         self.manifest,
-                        self._media_archive(),
+                        self._archive,
                         api,
                         dl,
                         fetcher,
@@ -155,11 +154,6 @@ class Run:
                 discovery.commit(self._result.whole)
         return self._result
 
-    def _media_archive(self) -> FolderArchive:
-        # Attachments and recordings go to a folder only for now: cli refuses them with an
-        # s3:// --out until the store has open_stored, local_path and adopt of its own.
-        return cast(FolderArchive, self._archive)
-
     async def _prepare(self) -> None:
         await self._archive.load_manifest(self.manifest)
         self.stats.damaged_lines = self.manifest.damaged_lines
@@ -167,11 +161,7 @@ class Run:
             removed = await self._archive.clean_up()
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
-            old = 0
-            if self.s.store is None:  # a store's partials live in the run's temporary area
-                old = await anyio.to_thread.run_sync(
-                    remove_old_partials, self.s.out_dir, PARTIAL_MAX_AGE, time.time()
-                )
+            old = await self._archive.remove_old_partials(PARTIAL_MAX_AGE, time.time())
             if old:
                 log.info("removed %d recording partial(s) not resumed for 7 days", old)
             try:

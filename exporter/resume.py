@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from exporter import writer
-from exporter.archive import FolderArchive, disk_error, partial_names, write_atomic
+from exporter.archive import disk_error, partial_names, write_atomic
 from exporter.errors import IncompleteDownload, PermanentError, TransientError
 from exporter.http import Link, transport_errors
 
 if TYPE_CHECKING:
+    from exporter.archive import Archive
     from exporter.download import Downloader
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ BATCH = 1 << 20  # bytes handed to a writer thread at once
 SYNC_EVERY = 4 << 20  # the record's `held` moves at most this far behind the file
 MAX_AGE = 7 * 86400.0  # partials not resumed for this long are removed
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)  # a 416's Content-Range
 
 
 @dataclass(slots=True)
@@ -155,7 +157,7 @@ def _hash_prefix(path: str, length: int) -> hashlib._Hash:
 class RecordingDownload:
     """Downloads one recording to `rel`, resuming a partial left by an earlier attempt."""
 
-    def __init__(self, archive: FolderArchive, downloader: Downloader) -> None:
+    def __init__(self, archive: Archive, downloader: Downloader) -> None:
         self._archive = archive
         self._dl = downloader
 
@@ -176,6 +178,13 @@ class RecordingDownload:
         resp = await self._dl.open(link, headers, frozenset({200, 206, 416}), READ_BUFFER)
         async with resp:
             etag = resp.headers.get("ETag")
+            if resp.status == 416 and self._complete(resp, record):
+                # Held whole already (its placing failed, or the run died just before it):
+                # placed now, not downloaded again.
+                assert record is not None
+                whole = (await _on_disk(_hash_prefix, path, record.held)).hexdigest()
+                await self._place(path, sidecar, rel, whole)
+                return record.held, whole
             if resp.status == 416 or (resp.status == 206 and not self._continues(resp, record)):
                 # The range no longer fits the object (it changed, or shrank): from zero.
                 await _on_disk(_forget, path, sidecar)
@@ -218,12 +227,31 @@ class RecordingDownload:
             held = partial.written
             if total is not None and held != total:
                 raise IncompleteDownload(f"recording has {held} of {total} bytes; will resume")
-            await _on_disk(self._place, path, sidecar, rel)
-            return held, partial.digest.hexdigest()
+            sha256 = partial.digest.hexdigest()
+            await self._place(path, sidecar, rel, sha256)
+            return held, sha256
 
-    def _place(self, path: str, sidecar: str, rel: str) -> None:
-        self._archive.adopt(path, rel)
-        _forget(sidecar, sidecar)
+    async def _place(self, path: str, sidecar: str, rel: str, sha256: str) -> None:
+        """The complete partial placed as `rel`, then its record forgotten (an object store
+        uploads it whole: see objectstore.archive.StoreArchive.adopt)."""
+        try:
+            await self._archive.adopt(path, rel, sha256)
+        except OSError as exc:
+            raise disk_error(exc, rel) or PermanentError(
+                f"cannot place {rel}: {exc.strerror or exc}"
+            ) from None
+        await _on_disk(_forget, sidecar, sidecar)
+
+    @staticmethod
+    def _complete(resp: aiohttp.ClientResponse, record: ResumeRecord | None) -> bool:
+        """A 416 to a range from the partial's end, of an object of the partial's size (and
+        ETag, when both are known): the partial is the whole object."""
+        found = _UNSATISFIED.match(resp.headers.get("Content-Range") or "")
+        if record is None or record.size is None or found is None:
+            return False
+        etag = resp.headers.get("ETag")
+        same_tag = not (etag and record.etag) or etag == record.etag
+        return record.held == record.size == int(found.group(1)) and same_tag
 
     @staticmethod
     def _continues(resp: aiohttp.ClientResponse, record: ResumeRecord | None) -> bool:

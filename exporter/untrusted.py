@@ -17,13 +17,13 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from exporter.addresses import address_problem, http_address_problem, link_problem, parse_ip
-from exporter.archive import FolderArchive, disk_error
+from exporter.archive import disk_error
 from exporter.config import Settings
 from exporter.errors import PermanentError, Refused, TooLarge, TransientError
 from exporter.http import no_hidden_retries, parse_retry_after, transport_errors
 
 if TYPE_CHECKING:
-    from exporter.writer import Spool
+    from exporter.archive import Archive, BodySpool
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5
@@ -94,7 +94,7 @@ class UntrustedFetcher:
     """Downloads attachment links into the archive; two credential-free sessions, one per
     scheme, so each has a resolver that knows which rule applies."""
 
-    def __init__(self, settings: Settings, archive: FolderArchive) -> None:
+    def __init__(self, settings: Settings, archive: Archive) -> None:
         self._settings = settings
         self._archive = archive
         self._https: aiohttp.ClientSession | None = None
@@ -157,7 +157,7 @@ class UntrustedFetcher:
                 spool.discard()
 
     @staticmethod
-    async def _write(spool: Spool, chunk: bytes) -> None:
+    async def _write(spool: BodySpool, chunk: bytes) -> None:
         try:
             await spool.write(chunk)
         except OSError as exc:

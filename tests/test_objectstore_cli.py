@@ -212,3 +212,31 @@ def test_sigterm_mid_run_records_what_finished_and_releases_the_lock(
         again = [r.path for r in server.state.records("download")[seen:]]
     assert not [p for p in again for a, s in done if p.startswith(f"/downloads/{a}/{s}/")]
     assert len(latest(moto_server, bucket, "t")) == 40
+
+
+def test_attachments_and_recordings_go_to_an_s3_out(
+    moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """`--include attachments,recordings` with an s3:// out (refused before the store knew
+    them) exits 0 with the files as objects beside the chats, and verify finds all intact."""
+    config = StandinConfig(
+        token=TOKEN,
+        account_id=ACCOUNT,
+        attachments=3,
+        recording_statuses=("UPLOADED",),
+        recording_bytes=50_000,
+    )
+    sessions = write_sessions(tmp_path / "s.txt", [("app1", "s1")])
+    out = f"s3://{bucket}/media"
+    with standin_in_thread(config) as server:
+        env = env_for(server, moto_server, TMPDIR=str(tmp_path))
+        args = ["--include", "attachments,recordings", "--attachment-allow-host", "127.0.0.1"]
+        done = run_cli([str(sessions), "--out", out, *args], env)
+    assert done.returncode == 0, done.stderr
+    stored = keys(moto_server, bucket, "media/app1/")
+    assert "media/app1/s1.csv" in stored
+    assert len([k for k in stored if k.startswith("media/app1/s1.attachments/")]) >= 3
+    assert len([k for k in stored if k.startswith("media/app1/s1.recordings/")]) == 1
+    ok = run_cli(["verify", out], env)
+    assert ok.returncode == 0, ok.stderr
+    assert f"{len(stored)} objects checked, {len(stored)} intact" in ok.stderr

@@ -7,21 +7,30 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import anyio
 
-from exporter.archive import OURS
+from exporter.archive import OURS, remove_old_partials
 from exporter.errors import ExportError, FatalError
 from exporter.keyset import KeyIndex, key_of
 from exporter.manifest import Manifest
 from exporter.objectstore.client import Store, StoreError
+from exporter.objectstore.partials import partials_area, remove_empty_folders
 from exporter.objectstore.target import MANIFEST_FOLDER
-from exporter.objectstore.upload import PART_SIZE, StoreSpool, abort_stale_uploads, make_temp_area
+from exporter.objectstore.upload import (
+    PART_SIZE,
+    StoreSpool,
+    abort_stale_uploads,
+    make_temp_area,
+    upload_file,
+)
+from exporter.writer import write_all
 
 if TYPE_CHECKING:
     from exporter.objectstore.manifest import StoreManifest
@@ -46,6 +55,7 @@ class StoreArchive:
         self.part_size = part_size
         self.started = datetime.now(UTC)
         self.tmp_dir = make_temp_area()
+        self.partials = partials_area(self.target, self.tmp_dir)
         self.manifest = make_manifest(store, Path(self.tmp_dir) / "manifest.read.jsonl")
         self._read_state = read_state
         self.state: StoreState | None = None
@@ -89,6 +99,68 @@ class StoreArchive:
 
     def spool(self, rel: str) -> StoreSpool:
         return StoreSpool(self._store, self.target.key(rel), rel, self.tmp_dir, self.part_size)
+
+    # -- what the media kinds need (attachments, recordings) ------------------------------
+
+    async def open_stored(self, rel: str) -> IO[bytes]:
+        """The object streamed into the temporary area and opened there (its name already
+        removed: closing it frees the space); NotFound, or StoreDown when the store stays
+        down."""
+        key = self.target.key(rel)
+        fd, path = tempfile.mkstemp(dir=self.tmp_dir, suffix=".read")
+        try:
+            os.unlink(path)
+
+            async def get() -> None:
+                os.ftruncate(fd, 0)  # a retry starts the copy again
+                os.lseek(fd, 0, os.SEEK_SET)
+                resp = await self._store.client.get_object(Bucket=self._store.bucket, Key=key)
+                async with resp["Body"] as body:
+                    async for chunk in body.iter_chunks(1024 * 1024):
+                        await anyio.to_thread.run_sync(write_all, fd, chunk)
+
+            await self._store.call(f"GET {key}", get)
+            os.lseek(fd, 0, os.SEEK_SET)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def local_path(self, rel: str) -> str:
+        """`rel` in the partials area of this target (see objectstore.partials)."""
+        return os.path.join(self.partials, rel)
+
+    async def adopt(self, path: str, rel: str, sha256: str) -> None:
+        """Upload the complete local file as `rel` (one PUT, or a multipart upload, with
+        Content-MD5 and its `sha256`), then remove it.
+
+        A download cut off is continued locally (`Range` on the partial file), and the object
+        uploaded only once the file is whole, from its first byte: the metadata `sha256` must
+        be given when an upload starts, the parts of an unfinished upload cannot be read back
+        to hash them again, and hashlib's running state cannot be saved; so an upload cut off
+        (an aborted multipart upload) starts again from the local file, never from the
+        network."""
+        fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+
+            def read(offset: int, n: int) -> bytes:
+                return os.pread(fd, n, offset)
+
+            key = self.target.key(rel)
+            meta = {"sha256": sha256}
+            await upload_file(self._store, key, read, size, meta, self.part_size)
+        finally:
+            os.close(fd)
+        await anyio.to_thread.run_sync(os.unlink, path)
+
+    async def remove_old_partials(self, max_age: float, now: float) -> int:
+        def clean() -> int:
+            removed = remove_old_partials(Path(self.partials), max_age, now)
+            remove_empty_folders(self.partials)
+            return removed
+
+        return await anyio.to_thread.run_sync(clean)
 
     async def load_state(self) -> StoreState:
         self.state = await self._read_state(self._store)
