@@ -153,7 +153,12 @@ class WaitLog:
         pause = wait if wait is not None and wait.reason == "pause" else None
         if pause is not None:
             length = pause.waited + pause.left
-            if self._pause is None or pause.waited < self._pause.waited:
+            if self._pause is not None and pause.waited < self._pause.waited:
+                # A new pause began after the one seen last ended, between two looks: that
+                # one's end is told before this one's start, so the lines pair up.
+                self._ended(self._pause)
+                self._pause = None
+            if self._pause is None:
                 log.warning(
                     "429: every API request paused for %s",
                     duration(length),
@@ -166,12 +171,7 @@ class WaitLog:
                     extra={"event": "pause_extended", "seconds": round(pause.left, 3)},
                 )
         elif self._pause is not None:
-            waited = self._pause.waited + self._pause.left
-            log.info(
-                "429 pause over after %s: requests resume",
-                duration(waited),
-                extra={"event": "pause_ended", "seconds": round(waited, 3)},
-            )
+            self._ended(self._pause)
         self._pause = pause
         if wait is None or wait.reason != "budget":
             return
@@ -188,6 +188,15 @@ class WaitLog:
             self.rate,
             duration(wait.left),
             extra={"event": "budget_wait", "seconds": round(wait.left, 3)},
+        )
+
+    @staticmethod
+    def _ended(pause: Wait) -> None:
+        waited = pause.waited + pause.left
+        log.info(
+            "429 pause over after %s: requests resume",
+            duration(waited),
+            extra={"event": "pause_ended", "seconds": round(waited, 3)},
         )
 
 

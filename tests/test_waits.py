@@ -39,6 +39,18 @@ def test_a_pause_is_told_when_it_starts_with_its_length_and_when_it_ends(caplog)
     assert "paused for 5m00s" in caplog.records[0].getMessage()
 
 
+def test_a_pause_that_follows_another_between_two_looks_gets_both_lines(caplog) -> None:
+    """When one 429 pause ends and the next begins between two looks, the first one's end is
+    told before the second one's start: every start has its end."""
+    log = WaitLog(RATE)
+    with caplog.at_level(logging.INFO, logger="exporter.progress"):
+        log.observe(Wait("pause", 2.0, 0.0), 0.0)
+        log.observe(Wait("pause", 1.0, 1.0), 1.0)
+        log.observe(Wait("pause", 1.5, 0.5), 2.0)  # ended at 1.5, a new 429 at 1.5
+        log.observe(None, 4.0)
+    assert events(caplog) == ["pause_started", "pause_ended", "pause_started", "pause_ended"]
+
+
 def test_a_budget_wait_is_told_once_over_10_s_and_at_most_once_a_minute(caplog) -> None:
     """Budget waits of 10 s or less say nothing; a longer one gets a line naming the wait
     and --rate; the next line comes no sooner than a minute later."""
