@@ -3,9 +3,12 @@ standard output holding nothing that was not asked for."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,3 +47,33 @@ def test_render_anywhere_in_dir_is_not_reported_by_verify_and_stdout_stays_empty
     stray.write_text("mine", encoding="utf-8")
     verify = cli("verify", str(out))
     assert verify.returncode == 1 and verify.stdout == "untracked: html/notes.txt\n"
+
+
+def test_the_index_names_archived_recordings_and_the_page_links_each_one(tmp_path: Path) -> None:
+    """Recordings are an archived kind like the others: the index row of a session with one
+    says so, and its page links to each archived copy (a relative link that resolves)."""
+    out = tmp_path / "archive"
+    assert cli("demo", "--out", str(out)).returncode == 0
+    assert cli("render", str(out)).returncode == 0
+    latest: dict[tuple[str, str, str], dict[str, object]] = {}
+    for raw in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        doc = json.loads(raw)
+        latest[(doc["app_id"], doc["session_id"], f"{doc['kind']}/{doc.get('recording_id')}")] = doc
+    recorded: dict[tuple[str, str], list[str]] = {}
+    for (app, sid, unit), doc in latest.items():
+        if unit.startswith("recording/") and doc["status"] == "exported":
+            recorded.setdefault((app, sid), []).append(str(doc["path"]))
+    assert recorded
+    index = (out / "html" / "index.html").read_text(encoding="utf-8")
+    for (app, sid), paths in recorded.items():
+        row = index[index.index(sid) :].split("</li>", 1)[0]
+        n = len(paths)
+        assert f"{n} recording{'' if n == 1 else 's'}" in row, row
+        page = out / "html" / app / f"{sid}.html"
+        links = {
+            unquote(h) for h in re.findall(r'href="([^"]+)"', page.read_text(encoding="utf-8"))
+        }
+        for rel in paths:
+            target = [h for h in links if h.endswith(rel)]
+            assert target, (rel, links)
+            assert (page.parent / target[0]).resolve() == (out / rel).resolve()
