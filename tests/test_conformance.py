@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
+from tests.render_archive import Archive, simple_session
+
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -77,3 +79,20 @@ def test_the_index_names_archived_recordings_and_the_page_links_each_one(tmp_pat
             target = [h for h in links if h.endswith(rel)]
             assert target, (rel, links)
             assert (page.parent / target[0]).resolve() == (out / rel).resolve()
+
+
+def test_a_recording_is_linked_only_when_its_type_opens_inertly(tmp_path: Path) -> None:
+    """By the attachments' rule, a recording saved as .mp4 is linked from its session's page,
+    and one whose name the API gave as .html is named as text, never linked."""
+    archive = Archive(tmp_path / "archive")
+    simple_session(archive, "app1", "s1", 0, "hello")
+    for rid, ext in (("r1", "mp4"), ("r2", "html")):
+        rel = f"app1/s1.recordings/{rid}.{ext}"
+        archive._store("app1", "s1", "recording", rel, b"<script>x</script>", recording_id=rid)
+    assert cli("render", str(archive.root)).returncode == 0
+    page = (archive.root / "html" / "app1" / "s1.html").read_text(encoding="utf-8")
+    hrefs = re.findall(r'href="([^"]+)"', page)
+    assert [h for h in hrefs if "recordings" in h] == ["../../app1/s1.recordings/r1.mp4"]
+    assert "recording (r2.html)" in page
+    index = (archive.root / "html" / "index.html").read_text(encoding="utf-8")
+    assert "2 recordings" in index

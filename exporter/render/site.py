@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -19,7 +19,7 @@ from exporter.manifest import Manifest
 from exporter.render import pages
 from exporter.render.chat import Damaged, read_messages
 from exporter.render.record import ITEM_FOLDERS, RenderRecord, Row, Unit
-from exporter.render.views import Views, href, inside, read_text, relative_root
+from exporter.render.views import LINKABLE, Views, href, inside, read_text, relative_root
 
 PAGE_SIZE = 1000  # sessions on one index page
 _COMMIT_EVERY = 200
@@ -136,8 +136,11 @@ def render_session(
         {"href": href(to_dir, f.path), "label": f"{kind} ({f.path.rsplit('/', 1)[-1]})"}
         for kind in ("chat", "transcript", "summary")
         if (f := by_kind.get(kind)) is not None
-    ] + [  # recordings are linked to, never read: a page loads nothing large
-        {"href": href(to_dir, r.path), "label": f"recording ({r.path.rsplit('/', 1)[-1]})"}
+    ] + [  # linked to, never read; by the attachments' rule: only a type that opens inertly
+        {
+            "href": href(to_dir, r.path) if _linkable(r.path) else None,
+            "label": f"recording ({r.path.rsplit('/', 1)[-1]})",
+        }
         for r in recordings
     ]
     context = {
@@ -159,6 +162,10 @@ def render_session(
     stats = views.stats
     words = " ".join((sid.lower(), *(n.lower() for n in stats.names), *stats.words))
     return Row(app, sid, start, list(stats.names), stats.count, ", ".join(kinds), words)
+
+
+def _linkable(rel: str) -> bool:
+    return PurePosixPath(rel).suffix.lower().lstrip(".") in LINKABLE
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
