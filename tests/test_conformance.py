@@ -1,5 +1,5 @@
 """The spec's outside, driven as a user types it: a demo archive rendered and verified, with
-standard output holding nothing that was not asked for."""
+standard output holding nothing that was not asked for; recordings in the site; JSON logs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
+from exporter.standin import StandinConfig, standin_in_thread
+from tests.helpers import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
 from tests.render_archive import Archive, simple_session
 
 
@@ -96,3 +98,33 @@ def test_a_recording_is_linked_only_when_its_type_opens_inertly(tmp_path: Path) 
     assert "recording (r2.html)" in page
     index = (archive.root / "html" / "index.html").read_text(encoding="utf-8")
     assert "2 recordings" in index
+
+
+def test_json_logs_are_one_object_a_line_each_with_level_and_event(tmp_path: Path) -> None:
+    """With --log-format json and -v, every stderr line is one JSON object with `level` and
+    an `event` of the run's own (no library's chatter), and a unit's lines name its pair."""
+    config = StandinConfig(token=TOKEN, account_id=ACCOUNT, attachments=2)
+    with standin_in_thread(config) as server:
+        sessions = write_sessions(tmp_path / "s.txt", pairs(3))
+        proc = run_cli(
+            [
+                str(sessions),
+                "--out",
+                str(tmp_path / "o"),
+                "--include",
+                "attachments",
+                "-v",
+                "--log-format",
+                "json",
+            ],
+            cli_env(server.base_url),
+        )
+    assert proc.returncode == 1, proc.stderr  # the attachments' http links are refused
+    assert proc.stdout == ""
+    docs = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert docs and all({"level", "event"} <= d.keys() for d in docs)
+    assert {d["event"] for d in docs} >= {"exported", "failed", "summary"}
+    assert "asyncio" not in {d["event"] for d in docs}
+    for d in docs:
+        if d["event"] in ("exported", "failed"):
+            assert (d["app_id"], d["session_id"]) in pairs(3), d
