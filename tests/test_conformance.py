@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from exporter.standin import StandinConfig, standin_in_thread
 from tests.helpers import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
 from tests.render_archive import Archive, simple_session
+from tests.s3fakes import store_env
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -128,3 +129,29 @@ def test_json_logs_are_one_object_a_line_each_with_level_and_event(tmp_path: Pat
     for d in docs:
         if d["event"] in ("exported", "failed"):
             assert (d["app_id"], d["session_id"]) in pairs(3), d
+
+
+def test_the_storage_endpoint_comes_from_the_option_then_either_variable(
+    moto_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """An export and `verify s3://BUCKET/PREFIX` reach the store named by AWS_ENDPOINT_URL
+    alone, by AWS_ENDPOINT_URL_S3 over it, and by --s3-endpoint over both (the variables
+    then naming a port where nothing listens); stdout stays empty."""
+    dead = "http://127.0.0.1:9"  # discard port: nothing answers there
+    ways = [
+        ("generic", [], {"AWS_ENDPOINT_URL": moto_server}),
+        ("s3", [], {"AWS_ENDPOINT_URL_S3": moto_server, "AWS_ENDPOINT_URL": dead}),
+        ("option", ["--s3-endpoint", moto_server], {"AWS_ENDPOINT_URL_S3": dead}),
+    ]
+    with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT)) as server:
+        sessions = write_sessions(tmp_path / "s.txt", pairs(2))
+        for name, args, endpoints in ways:
+            env = cli_env(server.base_url, **store_env(moto_server))
+            env.pop("AWS_ENDPOINT_URL_S3")
+            env.update(endpoints)
+            out = f"s3://{bucket}/{name}"
+            run = run_cli([str(sessions), "--out", out, *args], env)
+            assert (run.returncode, run.stdout) == (0, ""), run.stderr
+            verify = run_cli(["verify", out, *args], env)
+            assert (verify.returncode, verify.stdout) == (0, ""), verify.stderr
+            assert "2 objects checked, 2 intact" in verify.stderr
