@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
-from exporter.standin import StandinConfig, standin_in_thread
+from exporter.standin import CannedResponse, StandinConfig, standin_in_thread
 from tests.helpers import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
 from tests.render_archive import Archive, simple_session
 from tests.s3fakes import store_env
@@ -103,10 +103,13 @@ def test_a_recording_is_linked_only_when_its_type_opens_inertly(tmp_path: Path) 
 
 def test_json_logs_are_one_object_a_line_each_with_level_and_event(tmp_path: Path) -> None:
     """With --log-format json and -v, every stderr line is one JSON object with `level` and
-    an `event` of the run's own (no library's chatter), and a unit's lines name its pair."""
+    an `event` of the run's own (no library's chatter), and a unit's lines (exported, failed,
+    a retry) name its pair."""
     config = StandinConfig(token=TOKEN, account_id=ACCOUNT, attachments=2)
     with standin_in_thread(config) as server:
         sessions = write_sessions(tmp_path / "s.txt", pairs(3))
+        app, sid = pairs(3)[1]  # one 503, then the answer: a retry of that pair
+        server.script(server.api_path(app, sid, "chat"), CannedResponse(503))
         proc = run_cli(
             [
                 str(sessions),
@@ -124,10 +127,10 @@ def test_json_logs_are_one_object_a_line_each_with_level_and_event(tmp_path: Pat
     assert proc.stdout == ""
     docs = [json.loads(line) for line in proc.stderr.splitlines()]
     assert docs and all({"level", "event"} <= d.keys() for d in docs)
-    assert {d["event"] for d in docs} >= {"exported", "failed", "summary"}
+    assert {d["event"] for d in docs} >= {"exported", "failed", "retry_scheduled", "summary"}
     assert "asyncio" not in {d["event"] for d in docs}
     for d in docs:
-        if d["event"] in ("exported", "failed"):
+        if d["event"] in ("exported", "failed", "retry_scheduled"):
             assert (d["app_id"], d["session_id"]) in pairs(3), d
 
 
