@@ -152,7 +152,7 @@ class Pacer:
         """The latest 429 pause, over or not, as (seconds since it began, seconds until it
         ends: negative once over); None if there was none. The log tells a pause from this,
         so that one begun and ended between two of its looks is told too."""
-        if self._pause_until == -math.inf:
+        if self._pause_until <= self._pause_started:  # none yet, or of no length (Retry-After: 0)
             return None
         now = self._clock()
         return now - self._pause_started, self._pause_until - now

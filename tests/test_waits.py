@@ -72,6 +72,8 @@ def test_a_pause_begun_and_ended_between_two_looks_is_told_too(caplog) -> None:
         anyio.run(reporter.run, Stats(), pacer)
     assert events(caplog) == ["pause_started", "pause_ended"]
     assert caplog.records[0].seconds == pytest.approx(0.8)  # type: ignore[attr-defined]
+    pacer.pause(0.0)  # a 429 with Retry-After: 0 holds nothing back: no pause to tell
+    assert pacer.last_pause() is None
 
 
 def test_a_budget_wait_is_told_once_over_10_s_and_at_most_once_a_minute(caplog) -> None:
