@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 ATTACHMENT_TYPES = frozenset({"IMAGE_MESSAGE", "FILE_MESSAGE"})
 _LINK_KEYS = ("link", "url", "downloadUrl")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +66,9 @@ def parse_payload(text: str) -> Payload:
 
 
 def _looks_like_url(text: str) -> bool:
-    scheme, sep, rest = text.partition("://")
-    return bool(sep and scheme.isascii() and scheme.isalpha() and rest and not text.split()[1:])
+    """A URL of any scheme (RFC 3986: `scheme:rest`), one word: so that `javascript:`,
+    `data:` or `ftp://` links count as links, which the address rules then refuse."""
+    return bool(_URL.match(text)) and len(text.split()) == 1
 
 
 def iter_attachments(app_id: str, session_id: str, raw: IO[bytes]) -> Iterator[Attachment]:

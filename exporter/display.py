@@ -95,8 +95,15 @@ class RichReporter:
                     live.refresh()
                     await anyio.sleep(REFRESH)
             finally:
+                # The last frame stays on screen: no wait and no ETA, the run's time instead.
                 wait_line.plain = ""
-                progress.update(task, completed=sum(stats.counts.values()), total=total_of(stats))
+                done, elapsed = sum(stats.counts.values()), time.monotonic() - start
+                info = (
+                    f"{done / elapsed if elapsed else 0:.1f}/s  in {duration(elapsed)}  "
+                    f"{stats.bytes / 1e6:.1f} MB  429s {stats.rate_limited}  "
+                    f"retries {stats.retries}"
+                )
+                progress.update(task, completed=done, total=total_of(stats), info=info)
 
 
 def reporter_for(output: Output) -> Reporter:

@@ -49,8 +49,10 @@ def setup(fmt: str = "text", verbose: int = 0) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose > 0 else logging.INFO)
-    # aiohttp logs nothing we need; its debug lines could carry URLs.
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    # aiohttp logs nothing we need; its debug lines could carry URLs. asyncio's debug line
+    # ("Using selector") is no event of the run.
+    for name in ("aiohttp", "asyncio"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def log_bug(exc: Exception, token: str) -> None:

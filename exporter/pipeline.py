@@ -350,5 +350,6 @@ class Run:
                 "event": "retry_scheduled",
                 "kind": details.kind,
                 "wait": round(details.wait, 3),
+                **details.pair,
             },
         )

@@ -23,6 +23,7 @@ log = logging.getLogger("exporter.progress")
 
 STATUS_EVERY = 30.0  # seconds between status lines when not on a terminal
 TICK = 1.0  # how often the log reporter looks at what the run waits on
+SAME_PAUSE = 0.05  # pauses whose starts are this close are one (clocks read a moment apart)
 BUDGET_LOG_AFTER = 10.0  # a budget wait longer than this is worth a line (spec)
 BUDGET_LOG_EVERY = 60.0  # ... but at most one such line a minute (spec)
 
@@ -35,6 +36,8 @@ class Waits(Protocol):
     budget_wait_seconds: float
 
     def waiting_on(self) -> Wait | None: ...
+
+    def last_pause(self) -> tuple[float, float] | None: ...
 
     def room(self) -> int: ...
 
@@ -145,34 +148,47 @@ class WaitLog:
 
     def __init__(self, rate: Rate) -> None:
         self.rate = rate
-        self._pause: Wait | None = None  # the pause in force at the last look
+        self._pause: tuple[float, float] | None = None  # (start, end) of the pause last told
+        self._pause_over = True  # its end told too
         self._budget_logged = -float("inf")  # when the last budget line was written
         self._budget_began: float | None = None  # when the wait last told began
 
-    def observe(self, wait: Wait | None, now: float) -> None:
-        pause = wait if wait is not None and wait.reason == "pause" else None
-        if pause is not None:
-            length = pause.waited + pause.left
-            if self._pause is None or pause.waited < self._pause.waited:
-                log.warning(
-                    "429: every API request paused for %s",
-                    duration(length),
-                    extra={"event": "pause_started", "seconds": round(length, 3)},
-                )
-            elif length > self._pause.waited + self._pause.left + 1.0:
-                log.warning(
-                    "429 again: the pause now ends in %s",
-                    duration(pause.left),
-                    extra={"event": "pause_extended", "seconds": round(pause.left, 3)},
-                )
-        elif self._pause is not None:
-            waited = self._pause.waited + self._pause.left
-            log.info(
-                "429 pause over after %s: requests resume",
-                duration(waited),
-                extra={"event": "pause_ended", "seconds": round(waited, 3)},
+    def observe(
+        self, wait: Wait | None, now: float, last_pause: tuple[float, float] | None = None
+    ) -> None:
+        """`last_pause`: the pacer's latest pause (start, end), over or not; without it, the
+        pause in `wait` is all that is known (one begun and ended between looks is missed)."""
+        if last_pause is None and wait is not None and wait.reason == "pause":
+            last_pause = (now - wait.waited, now + wait.left)
+        if last_pause is not None:
+            self._told(last_pause, now)
+        over = last_pause is None or last_pause[1] <= now
+        if self._pause is not None and not self._pause_over and over:
+            self._ended(self._pause)
+        self._budget(wait, now)
+
+    def _told(self, pause: tuple[float, float], now: float) -> None:
+        start, end = pause
+        if self._pause is None or abs(start - self._pause[0]) > SAME_PAUSE:
+            if self._pause is not None and not self._pause_over:
+                self._ended(self._pause)  # the one before ended between two looks
+            self._pause, self._pause_over = pause, False
+            log.warning(
+                "429: every API request paused for %s",
+                duration(end - start),
+                extra={"event": "pause_started", "seconds": round(end - start, 3)},
             )
-        self._pause = pause
+        elif end > self._pause[1] + 1.0 and not self._pause_over:
+            self._pause = pause
+            log.warning(
+                "429 again: the pause now ends in %s",
+                duration(end - now),
+                extra={"event": "pause_extended", "seconds": round(end - now, 3)},
+            )
+        elif end > self._pause[1]:
+            self._pause = pause
+
+    def _budget(self, wait: Wait | None, now: float) -> None:
         if wait is None or wait.reason != "budget":
             return
         if wait.waited + wait.left <= BUDGET_LOG_AFTER:
@@ -189,6 +205,21 @@ class WaitLog:
             duration(wait.left),
             extra={"event": "budget_wait", "seconds": round(wait.left, 3)},
         )
+
+    def _ended(self, pause: tuple[float, float]) -> None:
+        self._pause_over = True
+        waited = pause[1] - pause[0]
+        log.info(
+            "429 pause over after %s: requests resume",
+            duration(waited),
+            extra={"event": "pause_ended", "seconds": round(waited, 3)},
+        )
+
+
+def _pause_at(pacer: Waits, now: float) -> tuple[float, float] | None:
+    """The pacer's latest pause as (start, end) on the reporter's clock."""
+    last = pacer.last_pause()
+    return None if last is None else (now - last[0], now + last[1])
 
 
 class LogReporter:
@@ -216,7 +247,7 @@ class LogReporter:
             while True:
                 await self._sleep(self.tick)
                 now = self._clock()
-                waits.observe(pacer.waiting_on(), now)
+                waits.observe(pacer.waiting_on(), now, _pause_at(pacer, now))
                 if now >= next_line:
                     next_line = max(next_line + self.every, now)
                     log.info(
@@ -225,4 +256,5 @@ class LogReporter:
                         extra={"event": "progress"},
                     )
         finally:  # the run ended: a pause seen in force is over (synchronous, so it runs)
-            waits.observe(pacer.waiting_on(), self._clock())
+            end = self._clock()
+            waits.observe(pacer.waiting_on(), end, _pause_at(pacer, end))

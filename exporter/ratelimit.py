@@ -148,6 +148,15 @@ class Pacer:
         self.delay()  # ages out what left the window
         return max(0, self.rate.requests - len(self._pending) - len(self._answered))
 
+    def last_pause(self) -> tuple[float, float] | None:
+        """The latest 429 pause, over or not, as (seconds since it began, seconds until it
+        ends: negative once over); None if there was none. The log tells a pause from this,
+        so that one begun and ended between two of its looks is told too."""
+        if self._pause_until <= self._pause_started:  # none yet, or of no length (Retry-After: 0)
+            return None
+        now = self._clock()
+        return now - self._pause_started, self._pause_until - now
+
     def waiting_on(self) -> Wait | None:
         """A 429 pause in force, or the budget holding back the first request in line."""
         now = self._clock()

@@ -10,6 +10,7 @@ the hook receives a frozen `RetryDetails` (stamina's instrumentation), to log an
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -21,6 +22,8 @@ from exporter.config import RetryPolicy
 from exporter.errors import ExportError, LinkExpired, RateLimited, TransientError
 
 T = TypeVar("T")
+# How `what` names a pair ("app1/s1 chat", "session app1/s1"): ids are [A-Za-z0-9_-].
+_PAIR = re.compile(r"([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,15 @@ class RetryDetails:
     message: str  # the error's safe message
     retry_number: int  # 1 for the first retry of this piece of work
     wait: float  # seconds before the next attempt
+
+    @property
+    def pair(self) -> dict[str, str]:
+        """`app_id` and `session_id` of the unit retried, for a JSON log line; {} if `what`
+        names no pair (a listing, a store request)."""
+        for word in self.what.split():
+            if m := _PAIR.fullmatch(word):
+                return {"app_id": m.group(1), "session_id": m.group(2)}
+        return {}
 
 
 RetryHook = Callable[[RetryDetails], None]

@@ -214,6 +214,28 @@ async def test_loopback_links_not_allowed_are_refused_without_a_connection(
     assert "loopback" in str(lines["c"]["error"])  # refused by the resolver: its address
 
 
+async def test_links_of_a_refused_scheme_are_failed_refused_not_unavailable(
+    standin, tmp_path: Path
+) -> None:
+    """`javascript:`, `data:`, `file:` and `ftp:` links, bare or in a JSON payload, are
+    `failed` with error.kind refused (they name a link), and the allowed host sees nothing."""
+    async with listeners("127.0.0.1") as (ftp,), standin() as server:
+        links = [
+            ("js", '{"link": "javascript:alert(1)", "name": "x.png"}'),
+            ("data", "data:image/png;base64,iVBORw0KGgo="),
+            ("file", '{"url": "file:///etc/passwd"}'),
+            ("ftp", f"ftp://127.0.0.1:{ftp.port}/x.png"),
+            ("none", '{"name": "x.png"}'),
+        ]
+        lines = await run_links(server, tmp_path, links, attachment_allow_hosts=LOCAL)
+        assert ftp.connections == 0
+    for mid in ("js", "data", "file", "ftp"):
+        assert lines[mid]["status"] == "failed", lines[mid]
+        assert lines[mid]["error"]["kind"] == "refused"  # type: ignore[index]
+        assert lines[mid]["path"] is None and lines[mid]["attempts"] == 0
+    assert lines["none"]["status"] == "unavailable"
+
+
 async def test_each_redirect_hop_is_checked(standin, tmp_path: Path) -> None:
     """An allowed host redirecting to a loopback address that is not allowed, or to http on
     an unlisted name, is refused at that hop; the target sees no connection."""

@@ -120,3 +120,17 @@ def test_a_budget_wait_counts_down_on_screen(live, tmp_path: Path) -> None:
     totals = {int(m.group(3)) for _, m in seen if m.group(3)}
     assert totals == {3}, totals  # never a total of the lines read so far
     assert "waiting: API budget" not in last  # the wait line goes when the wait ends
+
+
+def test_the_last_frame_shows_the_run_done_with_no_eta(live, tmp_path: Path) -> None:
+    """When the run ends, the bar left on screen holds the real total and the run's time,
+    not an ETA that is no longer true."""
+    sessions = write_sessions(tmp_path / "s.txt", pairs(3))
+    code, _, last = watch(
+        [str(sessions), "--out", str(tmp_path / "o"), "--progress", "auto"],
+        cli_env(live.base_url),
+        r"export",
+    )
+    assert code == 0, last
+    bar = next(line for line in last.splitlines() if line.startswith("export"))
+    assert "3/3" in bar and " in " in bar and "ETA" not in bar, bar

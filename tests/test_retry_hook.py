@@ -11,6 +11,7 @@ import pytest
 from exporter.config import Rate, RetryPolicy
 from exporter.ratelimit import Pacer
 from exporter.report import Output, report_end, summary_dict, summary_text
+from exporter.retry import RetryDetails
 from exporter.standin import CannedResponse, StandinServer
 from tests.fakes import FakeClock
 from tests.helpers import export, make_settings, write_sessions
@@ -77,3 +78,18 @@ async def test_a_listing_retry_goes_through_the_same_hook(
     scheduled = [r for r in caplog.records if getattr(r, "event", None) == "retry_scheduled"]
     assert len(scheduled) == 1 and "listing app1" in scheduled[0].getMessage()
     assert result.stats.retries_by_kind == {"transient": 1}
+
+
+def test_a_retry_names_its_pair_when_it_has_one() -> None:
+    """A retry of a unit or a session lookup carries `app_id` and `session_id` for the JSON
+    log; one of a listing or a store request carries neither."""
+
+    def details(what: str) -> RetryDetails:
+        return RetryDetails(what=what, kind="transient", message="m", retry_number=1, wait=0.0)
+
+    pair = {"app_id": "app1", "session_id": "s-1_x"}
+    assert details("app1/s-1_x chat").pair == pair
+    assert details("app1/s-1_x attachment msg-1").pair == pair
+    assert details("session app1/s-1_x").pair == pair
+    assert details("listing app1").pair == {}
+    assert details("PUT nightly/app1/s1.csv").pair == {}

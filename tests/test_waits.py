@@ -12,7 +12,7 @@ import pytest
 
 from exporter.config import Rate
 from exporter.progress import LogReporter, WaitLog, eta_seconds, status_line, total_of
-from exporter.ratelimit import Wait
+from exporter.ratelimit import Pacer, Wait
 from exporter.standin import CannedResponse, StandinConfig, standin_in_thread
 from exporter.stats import Stats
 from tests.helpers import ACCOUNT, TOKEN, cli_env, pairs, run_cli, write_sessions
@@ -37,6 +37,43 @@ def test_a_pause_is_told_when_it_starts_with_its_length_and_when_it_ends(caplog)
         log.observe(None, 405.0)
     assert events(caplog) == ["pause_started", "pause_extended", "pause_ended"]
     assert "paused for 5m00s" in caplog.records[0].getMessage()
+
+
+def test_a_pause_that_follows_another_between_two_looks_gets_both_lines(caplog) -> None:
+    """When one 429 pause ends and the next begins between two looks, the first one's end is
+    told before the second one's start: every start has its end."""
+    log = WaitLog(RATE)
+    with caplog.at_level(logging.INFO, logger="exporter.progress"):
+        log.observe(Wait("pause", 2.0, 0.0), 0.0)
+        log.observe(Wait("pause", 1.0, 1.0), 1.0)
+        log.observe(Wait("pause", 1.5, 0.5), 2.0)  # ended at 1.5, a new 429 at 1.5
+        log.observe(None, 4.0)
+    assert events(caplog) == ["pause_started", "pause_ended", "pause_started", "pause_ended"]
+
+
+def test_a_pause_begun_and_ended_between_two_looks_is_told_too(caplog) -> None:
+    """A 429 pause shorter than the log's tick, falling wholly between two looks, still gets
+    its start (with its length) and its end, read from the pacer's latest pause."""
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        began = now[0]
+        if began == 1.0:  # the reporter looks at 1.0 and 2.0; a 429 at 1.1 pauses until 1.9
+            now[0] = 1.1
+            pacer.pause(0.8)
+        now[0] = began + seconds
+        if now[0] >= 3.0:
+            raise EOFError  # the run is over
+        await anyio.lowlevel.checkpoint()
+
+    pacer = Pacer(RATE, clock=lambda: now[0])
+    reporter = LogReporter(every=30.0, tick=1.0, clock=lambda: now[0], sleep=sleep)
+    with caplog.at_level(logging.INFO, logger="exporter.progress"), pytest.raises(EOFError):
+        anyio.run(reporter.run, Stats(), pacer)
+    assert events(caplog) == ["pause_started", "pause_ended"]
+    assert caplog.records[0].seconds == pytest.approx(0.8)  # type: ignore[attr-defined]
+    pacer.pause(0.0)  # a 429 with Retry-After: 0 holds nothing back: no pause to tell
+    assert pacer.last_pause() is None
 
 
 def test_a_budget_wait_is_told_once_over_10_s_and_at_most_once_a_minute(caplog) -> None:
@@ -67,6 +104,9 @@ def test_the_periodic_line_says_how_long_the_run_has_waited(caplog) -> None:
         budget_wait_seconds = 42.0
 
         def waiting_on(self) -> Wait | None:
+            return None
+
+        def last_pause(self) -> tuple[float, float] | None:
             return None
 
         def room(self) -> int:

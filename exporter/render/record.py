@@ -18,8 +18,11 @@ from exporter.sessions import app_id_problem, session_id_problem
 
 # Bump when what a page shows changes in code (template changes are seen by their digest):
 # every page is then rendered again.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"  # 2: recordings listed
 KINDS = ("chat", "transcript", "summary", "attachment", "recording")
+# The kinds a session has several of, and the folder of each: their units are told apart by
+# the item's id (a message id, a recording id).
+ITEM_FOLDERS = {"attachment": "attachments", "recording": "recordings"}
 _BATCH = 1000
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
@@ -45,7 +48,7 @@ class Unit:
     """One archived file of a session, as its last manifest line records it."""
 
     kind: str
-    message_id: str  # attachments only, else ""
+    message_id: str  # the item's id: a message id (attachments), a recording id; else ""
     path: str
     sha256: str | None
     size: int | None
@@ -67,16 +70,13 @@ class Row:
     words: str
 
 
-def attachment_id(line: Line) -> str | None:
-    """The message id of an attachment line (or the recording id of a recording line): its
-    `message_id` (`recording_id`) where the manifest has one, else, for an attachment, read
-    from its path `<app>/<session>.attachments/<message_id>[.<ext>]`."""
-    mid = line.item
-    if isinstance(mid, str):
-        return mid if _MESSAGE_ID.fullmatch(mid) else None
-    if line.kind != "attachment":
-        return None
-    prefix = f"{line.app_id}/{line.session_id}.attachments/"
+def item_id(line: Line) -> str | None:
+    """The item id of an attachment or recording line: its `message_id` or `recording_id`
+    where the manifest has one, else read from its path
+    `<app>/<session>.<attachments|recordings>/<id>[.<ext>]`."""
+    if isinstance(line.item, str):
+        return line.item if _MESSAGE_ID.fullmatch(line.item) else None
+    prefix = f"{line.app_id}/{line.session_id}.{ITEM_FOLDERS[line.kind]}/"
     if line.path is None or not line.path.startswith(prefix):
         return None
     name = line.path[len(prefix) :].split(".", 1)[0]
@@ -139,8 +139,8 @@ class RenderRecord:
             if app_id_problem(line.app_id) or session_id_problem(line.session_id):
                 continue
             mid = ""
-            if line.kind in ("attachment", "recording"):
-                found = attachment_id(line)
+            if line.kind in ITEM_FOLDERS:
+                found = item_id(line)
                 if found is None:
                     continue
                 mid = found

@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -18,8 +18,8 @@ from exporter.archive import SITE_RECORD_NAME, is_temp_name
 from exporter.manifest import Manifest
 from exporter.render import pages
 from exporter.render.chat import Damaged, read_messages
-from exporter.render.record import RenderRecord, Row, Unit
-from exporter.render.views import Views, href, inside, read_text, relative_root
+from exporter.render.record import ITEM_FOLDERS, RenderRecord, Row, Unit
+from exporter.render.views import LINKABLE, Views, href, inside, read_text, relative_root
 
 PAGE_SIZE = 1000  # sessions on one index page
 _COMMIT_EVERY = 200
@@ -109,7 +109,7 @@ def render_session(
     out_dir: Path, site: Path, to_dir: str, app: str, sid: str, units: list[Unit]
 ) -> Row:
     """Write one session's page; its index row. SessionDamaged names the file at fault."""
-    by_kind = {u.kind: u for u in units if u.kind not in ("attachment", "recording")}
+    by_kind = {u.kind: u for u in units if u.kind not in ITEM_FOLDERS}
     recordings = [u for u in units if u.kind == "recording"]
     for u in (*by_kind.values(), *recordings):
         if not inside(u.path, app):
@@ -136,9 +136,11 @@ def render_session(
         {"href": href(to_dir, f.path), "label": f"{kind} ({f.path.rsplit('/', 1)[-1]})"}
         for kind in ("chat", "transcript", "summary")
         if (f := by_kind.get(kind)) is not None
-    ]
-    files += [  # a recording is linked, never embedded: the page loads nothing by itself
-        {"href": href(to_dir, r.path), "label": f"recording ({r.path.rsplit('/', 1)[-1]})"}
+    ] + [  # linked to, never read; by the attachments' rule: only a type that opens inertly
+        {
+            "href": href(to_dir, r.path) if _linkable(r.path) else None,
+            "label": f"recording ({r.path.rsplit('/', 1)[-1]})",
+        }
         for r in recordings
     ]
     context = {
@@ -154,13 +156,16 @@ def render_session(
     }
     pages.write_atomic(site / app / f"{sid}.html", pages.session_page(context))
     kinds: list[str] = [k for k in ("chat", "transcript", "summary") if k in by_kind]
-    if attachments:
-        kinds.append(f"{len(attachments)} attachment{'' if len(attachments) == 1 else 's'}")
-    if recordings:
-        kinds.append(f"{len(recordings)} recording{'' if len(recordings) == 1 else 's'}")
+    for n, what in ((len(attachments), "attachment"), (len(recordings), "recording")):
+        if n:
+            kinds.append(f"{n} {what}{'' if n == 1 else 's'}")
     stats = views.stats
     words = " ".join((sid.lower(), *(n.lower() for n in stats.names), *stats.words))
     return Row(app, sid, start, list(stats.names), stats.count, ", ".join(kinds), words)
+
+
+def _linkable(rel: str) -> bool:
+    return PurePosixPath(rel).suffix.lower().lstrip(".") in LINKABLE
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
