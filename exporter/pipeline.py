@@ -262,7 +262,12 @@ class Run:
             "SESSIONS line %d: %s",
             item.line,
             item.reason,
-            extra={"event": "invalid", "line": item.line},
+            extra={
+                "event": "invalid",
+                "line": item.line,
+                "app_id": item.app_id,
+                "session_id": item.session_id,
+            },
         )
         if self.s.dry_run:
             self.stats.counts[Status.INVALID] += 1

@@ -158,3 +158,20 @@ def test_the_storage_endpoint_comes_from_the_option_then_either_variable(
             verify = run_cli(["verify", out, *args], env)
             assert (verify.returncode, verify.stdout) == (0, ""), verify.stderr
             assert "2 objects checked, 2 intact" in verify.stderr
+
+
+def test_an_invalid_line_is_a_json_event_with_what_could_be_read_of_its_pair(
+    tmp_path: Path,
+) -> None:
+    """Under --log-format json, an invalid SESSIONS line's event carries its line number and
+    the app_id and session_id read from it (spec: where they apply)."""
+    with standin_in_thread(StandinConfig(token=TOKEN, account_id=ACCOUNT)) as live:
+        sessions = tmp_path / "s.txt"
+        sessions.write_text("app1 s1\nbad!app s2\n", encoding="utf-8")
+        proc = run_cli(
+            [str(sessions), "--out", str(tmp_path / "o"), "--log-format", "json"],
+            cli_env(live.base_url),
+        )
+    assert proc.returncode == 1, proc.stderr
+    (event,) = [e for e in map(json.loads, proc.stderr.splitlines()) if e["event"] == "invalid"]
+    assert (event["line"], event["app_id"], event["session_id"]) == (2, "bad!app", "s2")

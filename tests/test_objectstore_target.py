@@ -88,6 +88,7 @@ def test_manifest_and_endpoint_options_are_checked() -> None:
     with pytest.raises(ValueError, match="--s3-endpoint"):
         store_options(ns("/tmp/x", endpoint="https://s3.example"), {})
     with pytest.raises(ValueError, match="at least"):
-        store_options(ns("s3://bkt/p", lease="5s"), {})
+        store_options(ns("s3://bkt/p", lease="0.5s"), {})
+    assert store_options(ns("s3://bkt/p", lease="3s"), {})[1] == 3.0  # short, as tests use
     target, lease = store_options(ns("s3://bkt/p", lease="10m"), {})
     assert target is not None and lease == 600.0
