@@ -12,10 +12,6 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.text import Text
 
 from exporter.progress import (
     LogReporter,
@@ -30,7 +26,7 @@ from exporter.progress import (
 from exporter.stats import Stats
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
 
     from exporter.manifest import Record
     from exporter.report import Output
@@ -45,12 +41,21 @@ class RichReporter:
     """A terminal: a bar, and the wait line below it while the run waits."""
 
     def __init__(self, console: Console | None = None) -> None:
+        # rich is imported here, not at the top: a run that is not on a terminal (cron) has
+        # no use for it and should not pay its import (about 50 ms of CPU).
+        from rich.console import Console
+
         self.console = console or Console(stderr=True)
 
     def recorded(self, rec: Record) -> None:
         return None
 
     async def run(self, stats: Stats, pacer: Waits) -> None:
+        from rich.console import Group
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.text import Text
+
         progress = Progress(
             TextColumn("[bold]export"),
             BarColumn(),

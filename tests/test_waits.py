@@ -218,3 +218,22 @@ def test_the_total_is_counted_from_a_regular_file_only(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert count_lines(str(tmp_path / "missing")) is None
+
+
+def test_a_run_off_a_terminal_does_not_import_rich() -> None:
+    """Cron pays nothing for the live display: choosing the reporter off a terminal leaves
+    rich unimported (its import costs start-up CPU)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from exporter.display import reporter_for\n"
+        "from exporter.report import Output\n"
+        "r = reporter_for(Output(progress='never'))\n"
+        "print(type(r).__name__, 'rich' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    assert out == ["LogReporter", "False"]
