@@ -289,7 +289,7 @@ def run_export(settings: Settings, output: Output) -> int:
                 log.info("%s", line.strip(), extra={"event": "plan"})
         else:
             print(text, flush=True)
-    else:
+    elif result.started:
         log.info("summary: %s", summary_text(result), extra={"event": "summary"})
     if result.fatal is not None:
         log.error("rtk-export: stopped: %s", result.fatal.message, extra={"event": "stopped"})

@@ -60,6 +60,9 @@ class RunResult:
     plan: dict[str, int] = field(default_factory=dict)
     apps: dict[str, AppReport] = field(default_factory=dict)  # discovery, per app
     failed_retried: int = 0  # discovery: recently failed pairs retried whatever the window
+    # False: stopped before its first API request (a bucket that cannot be used), so the end
+    # is one line naming why, with no summary of a run that never began.
+    started: bool = True
 
     @property
     def whole(self) -> bool:

@@ -103,8 +103,8 @@ def test_bad_storage_input_exits_2_with_one_line_before_any_api_request(
     argv = [str(sessions)] + [a.replace("{bucket}", bucket) for a in args]
     got = run_cli(argv, env_for(api, moto_server, **extra), cwd=tmp_path)
     assert got.returncode == 2, got.stderr
-    errors = [line for line in got.stderr.splitlines() if "rtk-export:" in line]
-    assert len(errors) == 1 and says in errors[0], got.stderr
+    lines = [line for line in got.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "rtk-export:" in lines[0] and says in lines[0], got.stderr
     assert len(api.state.records()) == before
 
 

@@ -50,9 +50,9 @@ async def export_to_store(
             try:
                 await store.check_bucket()
                 await lease.acquire()
-            except FatalError as exc:
-                log.error("stopping the run: %s", exc.message)
+            except FatalError as exc:  # told once, by the command line, as the run's end
                 run._result.fatal = exc
+                run._result.started = False
                 stopped: RunResult = run._result
                 return stopped
 
