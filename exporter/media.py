@@ -257,6 +257,18 @@ class MediaExport:
         error: ExportError | None = None,
     ) -> Record:
         kind = "recording" if unit.kind == "recording" else "attachment"
+        if status is Status.EXPORTED and stored is not None:  # as unit.py tells chat's, for -v
+            log.debug(
+                "%s exported (%d bytes)",
+                rel,
+                stored.size,
+                extra={
+                    "event": "exported",
+                    "app_id": unit.app_id,
+                    "session_id": unit.session_id,
+                    "kind": kind,
+                },
+            )
         return record(
             app_id=unit.app_id,
             session_id=unit.session_id,

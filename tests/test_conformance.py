@@ -175,3 +175,20 @@ def test_an_invalid_line_is_a_json_event_with_what_could_be_read_of_its_pair(
     assert proc.returncode == 1, proc.stderr
     (event,) = [e for e in map(json.loads, proc.stderr.splitlines()) if e["event"] == "invalid"]
     assert (event["line"], event["app_id"], event["session_id"]) == (2, "bad!app", "s2")
+
+
+def test_verbose_json_logs_name_every_exported_attachment(tmp_path: Path) -> None:
+    """-v logs an `exported` event for each attachment as for a chat, with its kind and ids."""
+    config = StandinConfig(token=TOKEN, account_id=ACCOUNT, attachments=6)
+    with standin_in_thread(config) as live:
+        sessions = write_sessions(tmp_path / "s.txt", pairs(1))
+        args = [str(sessions), "--out", str(tmp_path / "o"), "--include", "attachments"]
+        args += ["-v", "--log-format", "json", "--attachment-allow-host", "127.0.0.1"]
+        proc = run_cli(args, cli_env(live.base_url))
+    assert proc.returncode == 0, proc.stderr
+    events = [e for e in map(json.loads, proc.stderr.splitlines()) if e["event"] == "exported"]
+    kinds = [e["kind"] for e in events]
+    manifest = [json.loads(x) for x in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines()]
+    exported = [m for m in manifest if m["kind"] == "attachment" and m["status"] == "exported"]
+    assert exported and kinds.count("attachment") == len(exported)
+    assert all(e["app_id"] == pairs(1)[0][0] for e in events)
