@@ -26,6 +26,7 @@ from exporter.errors import (
     RateLimited,
     TransientError,
     Unavailable,
+    transient_status,
 )
 from exporter.http import (
     Link,
@@ -81,7 +82,7 @@ def error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> E
         return AuthError(f"the API token was refused ({text})", http_status=status)
     if status == 429:
         return RateLimited(text, http_status=status, retry_after=retry_after)
-    if status in (408, 409) or status >= 500:
+    if transient_status(status):  # 429 is taken above: it pauses every request
         return TransientError(text, http_status=status, retry_after=retry_after)
     if 300 <= status < 400:
         return PermanentError(

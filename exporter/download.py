@@ -18,7 +18,13 @@ from yarl import URL
 
 from exporter.archive import Archive, BodySpool, disk_error
 from exporter.config import Settings
-from exporter.errors import IncompleteDownload, LinkExpired, PermanentError, TransientError
+from exporter.errors import (
+    IncompleteDownload,
+    LinkExpired,
+    PermanentError,
+    TransientError,
+    transient_status,
+)
 from exporter.http import Link, download_session, parse_retry_after, transport_errors
 from exporter.urls import download_url_problem
 
@@ -120,7 +126,7 @@ class Downloader:
         past_expiry = link.expires_at is not None and not link.usable_for(0)
         if status == 403 and ("expired" in body.lower() or past_expiry):
             raise LinkExpired("download URL expired (HTTP 403)", http_status=403)
-        if status in (408, 409, 429) or status >= 500:
+        if transient_status(status):
             # S3's 503 SlowDown may say how long to slow down for.
             raise TransientError(
                 f"download refused: HTTP {status}",

@@ -89,3 +89,8 @@ class AuthError(FatalError):
 
 class DiskError(FatalError):
     kind = "disk"
+
+
+def transient_status(status: int) -> bool:
+    """An HTTP status worth another try (spec: 408, 409, 429 and 5xx), whoever answered it."""
+    return status in (408, 409, 429) or status >= 500

@@ -70,3 +70,8 @@ def log_bug(exc: Exception, token: str) -> None:
         redact_text(trace, token),
         extra={"event": "internal_error"},
     )
+
+
+def unit_event(event: str, app_id: str | None, session_id: str | None, kind: str) -> dict[str, Any]:
+    """The `extra` of a log line about one unit: its event and the keys the spec names."""
+    return {"event": event, "app_id": app_id, "session_id": session_id, "kind": kind}

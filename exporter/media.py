@@ -18,6 +18,7 @@ from exporter.config import Settings
 from exporter.download import Downloader, Stored
 from exporter.errors import ExportError, FatalError, InvalidItem, Refused, Unavailable
 from exporter.keyset import key_of
+from exporter.logs import unit_event
 from exporter.manifest import DONE, Manifest, Record, Status, record, unit_key
 from exporter.media_names import attachment_path, extension, id_problem, recording_path
 from exporter.recordings import UPLOADED, Recording, RecordingsApi
@@ -236,12 +237,7 @@ class MediaExport:
             unit.kind,
             item or "",
             exc.message,
-            extra={
-                "event": "failed",
-                "app_id": unit.app_id,
-                "session_id": unit.session_id,
-                "kind": unit.kind,
-            },
+            extra=unit_event("failed", unit.app_id, unit.session_id, unit.kind),
         )
         return self._line(unit, Status.FAILED, item, attempts, error=exc)
 
@@ -262,12 +258,7 @@ class MediaExport:
                 "%s exported (%d bytes)",
                 rel,
                 stored.size,
-                extra={
-                    "event": "exported",
-                    "app_id": unit.app_id,
-                    "session_id": unit.session_id,
-                    "kind": kind,
-                },
+                extra=unit_event("exported", unit.app_id, unit.session_id, kind),
             )
         return record(
             app_id=unit.app_id,

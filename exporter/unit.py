@@ -12,6 +12,7 @@ from exporter.config import Settings
 from exporter.download import Downloader, Stored
 from exporter.errors import ExportError, FatalError, LinkExpired, Unavailable
 from exporter.http import Link
+from exporter.logs import unit_event
 from exporter.manifest import DONE, Manifest, Record, Status, record
 from exporter.retry import Attempts, RetryHook, with_retries
 from exporter.sessions import Unit
@@ -72,12 +73,7 @@ class UnitExport:
                 "%s was exported by an earlier run but is missing or changed on disk; "
                 "exporting it again",
                 rel,
-                extra={
-                    "event": "damaged",
-                    "app_id": unit.app_id,
-                    "session_id": unit.session_id,
-                    "kind": unit.kind,
-                },
+                extra=unit_event("damaged", unit.app_id, unit.session_id, unit.kind),
             )
         if self.s.dry_run:
             self._plan("export", unit)
@@ -97,12 +93,7 @@ class UnitExport:
                 unit.kind,
                 state.http,
                 exc.message,
-                extra={
-                    "event": "failed",
-                    "app_id": unit.app_id,
-                    "session_id": unit.session_id,
-                    "kind": unit.kind,
-                },
+                extra=unit_event("failed", unit.app_id, unit.session_id, unit.kind),
             )
             # Keep naming the archived copy (path, size, SHA-256) an earlier run recorded, so
             # that `verify` goes on reporting it missing or corrupt instead of forgetting it.
@@ -120,12 +111,7 @@ class UnitExport:
             "%s exported (%d bytes)",
             rel,
             stored.size,
-            extra={
-                "event": "exported",
-                "app_id": unit.app_id,
-                "session_id": unit.session_id,
-                "kind": unit.kind,
-            },
+            extra=unit_event("exported", unit.app_id, unit.session_id, unit.kind),
         )
         return self._record(
             unit, Status.EXPORTED, state, path=rel, size=stored.size, sha256=stored.sha256
@@ -141,12 +127,7 @@ class UnitExport:
             unit.app_id,
             unit.session_id,
             unit.kind,
-            extra={
-                "event": "plan",
-                "app_id": unit.app_id,
-                "session_id": unit.session_id,
-                "kind": unit.kind,
-            },
+            extra=unit_event("plan", unit.app_id, unit.session_id, unit.kind),
         )
 
     def _record(

@@ -19,7 +19,7 @@ from yarl import URL
 from exporter.addresses import address_problem, http_address_problem, link_problem, parse_ip
 from exporter.archive import disk_error
 from exporter.config import Settings
-from exporter.errors import PermanentError, Refused, TooLarge, TransientError
+from exporter.errors import PermanentError, Refused, TooLarge, TransientError, transient_status
 from exporter.http import no_hidden_retries, parse_retry_after, transport_errors
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class UntrustedFetcher:
         status = resp.status
         if status == 200:
             return
-        if status in (408, 409, 429) or status >= 500:
+        if transient_status(status):
             raise TransientError(
                 f"attachment refused: HTTP {status}",
                 http_status=status,

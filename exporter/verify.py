@@ -126,6 +126,12 @@ def main(argv: Sequence[str]) -> int:
             found = verify(out, manifest, on_progress=lambda n: bar.update(task, completed=n))
     else:
         found = verify(out, manifest)
+    return report(found, "files")
+
+
+def report(found: Findings, what: str) -> int:
+    """One line per problem on stdout, the counts on stderr; the exit code (0 intact, 1 not).
+    `what` names what was checked: files of a folder, objects of a bucket."""
     for label, items in (
         ("missing", found.missing),
         ("corrupt", found.corrupt),
@@ -134,7 +140,7 @@ def main(argv: Sequence[str]) -> int:
         for rel in items:
             print(f"{label}: {rel}")
     print(
-        f"verify: {found.checked} files checked, {found.intact} intact, "
+        f"verify: {found.checked} {what} checked, {found.intact} intact, "
         f"{len(found.missing)} missing, {len(found.corrupt)} corrupt, "
         f"{len(found.untracked)} untracked",
         file=sys.stderr,

@@ -26,7 +26,13 @@ from botocore import exceptions as bx
 from botocore.config import Config
 
 from exporter.config import RetryPolicy, Timeouts
-from exporter.errors import ExportError, FatalError, PermanentError, TransientError
+from exporter.errors import (
+    ExportError,
+    FatalError,
+    PermanentError,
+    TransientError,
+    transient_status,
+)
 from exporter.http import no_hidden_retries
 from exporter.objectstore.target import StoreTarget
 from exporter.objectstore.upload import content_md5
@@ -105,7 +111,7 @@ def store_error(exc: BaseException, what: str) -> ExportError | None:
             return PreconditionFailed(message, http_status=412)
         if code in _AUTH_CODES or status in (401, 403):
             return StoreError(f"{what}: the store refused the credentials ({code or status})")
-        if code in _TRANSIENT_CODES or status in (408, 409, 429) or status >= 500:
+        if code in _TRANSIENT_CODES or transient_status(status):
             if status == 501:  # NotImplemented: retrying the same request cannot help
                 return StoreError(message, http_status=status)
             return TransientError(message, http_status=status)

@@ -16,7 +16,7 @@ from exporter.objectstore.client import NotFound, Store, open_store
 from exporter.objectstore.manifest import StoreManifest
 from exporter.objectstore.target import StoreTarget
 from exporter.objectstore.upload import make_temp_area
-from exporter.verify import Findings
+from exporter.verify import Findings, report
 
 
 async def verify_store(target: StoreTarget, policy: RetryPolicy | None = None) -> Findings:
@@ -124,17 +124,4 @@ def verify_url(
     except FatalError as exc:
         print(f"rtk-export verify: {exc.message}", file=sys.stderr)
         return 2
-    for label, items in (
-        ("missing", found.missing),
-        ("corrupt", found.corrupt),
-        ("untracked", found.untracked),
-    ):
-        for rel in items:
-            print(f"{label}: {rel}")
-    print(
-        f"verify: {found.checked} objects checked, {found.intact} intact, "
-        f"{len(found.missing)} missing, {len(found.corrupt)} corrupt, "
-        f"{len(found.untracked)} untracked",
-        file=sys.stderr,
-    )
-    return 0 if found.ok else 1
+    return report(found, "objects")
