@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from exporter import __version__
-from exporter.urls import is_loopback_host
+from exporter.urls import private_transport
 
 log = logging.getLogger("exporter.notify")
 
@@ -45,7 +45,7 @@ def notify_url_problem(url: str) -> str | None:
         return "--notify-url is malformed"
     if parts.username or parts.password:
         return "--notify-url must not hold a user or password"
-    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname)):
+    if private_transport(parts.scheme, parts.hostname):
         return None
     return f"--notify-url scheme {parts.scheme!r} refused (https only, http to loopback)"
 

@@ -40,6 +40,12 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def private_transport(scheme: str, host: str | None) -> bool:
+    """https, or plain http to a loopback address (local testing): the one rule for every URL
+    that carries a secret (the token, a presigned URL, storage credentials, a ping URL)."""
+    return scheme == "https" or (scheme == "http" and is_loopback_host(host))
+
+
 # The characters of a host name as DNS spells it (IDN hosts arrive in their xn-- form), or an
 # IP literal; linear on purpose (no nested repeats), since the API's answer is not trusted.
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$|^\[[0-9A-Fa-f:.]+\]$")
@@ -65,9 +71,7 @@ def download_url_problem(url: str) -> str | None:
     host = netloc_host.rsplit(":", 1)[0] if not netloc_host.endswith("]") else netloc_host
     if not _HOST.match(host):
         return "download URL has a malformed host"
-    if parts.scheme == "https":
-        return None
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+    if private_transport(parts.scheme, parts.hostname):
         return None
     return f"download URL scheme {parts.scheme!r} refused (https only, http to loopback)"
 
@@ -76,7 +80,7 @@ def base_url_problem(url: str) -> str | None:
     """Why the API base URL cannot carry the token, or None: https, plain http to loopback."""
     if not url.startswith(("https://", "http://")):
         return f"--base-url must be an http(s) URL, got {url!r}"
-    if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname):
+    if not private_transport(url.split(":", 1)[0], urlsplit(url).hostname):
         # The token would cross the network in clear text.
         return f"--base-url must be https (plain http only to a loopback address), got {url!r}"
     return None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.urls import is_loopback_host
+from exporter.urls import private_transport
 
 SCHEME = "s3://"
 MANIFEST_FOLDER = "manifest/"  # PREFIX/manifest/*.jsonl: the manifest's objects
@@ -88,11 +88,9 @@ def endpoint_problem(endpoint: str) -> str | None:
         return "the storage endpoint must be a plain URL (no user, query or fragment)"
     if parts.path not in ("", "/"):
         return "the storage endpoint must have no path (the bucket is addressed path-style)"
-    if parts.scheme == "https":
+    if private_transport(parts.scheme, parts.hostname):
         return None
     if parts.scheme == "http":
-        if is_loopback_host(parts.hostname):
-            return None
         # Storage credentials would sign requests sent in clear text.
         return (
             f"the storage endpoint must be https (plain http only to a loopback address), "
