@@ -12,18 +12,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HEADER = (
-    "id",
-    "participantId",
-    "sessionId",
-    "meetingId",
-    "displayName",
-    "pinned",
-    "isEdited",
-    "payloadType",
-    "payload",
-    "createdAt",
-)
+from exporter.standin import CHAT_CSV_HEADER
+
+# The stand-in's columns: the documented chat CSV export (reference/api-notes.md).
+HEADER = CHAT_CSV_HEADER
 
 # Every one of these must show as text and do nothing.
 HOSTILE = (

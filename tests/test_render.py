@@ -20,7 +20,7 @@ import pytest
 from exporter.render import pages, site
 from exporter.render.chat import Damaged, payload_link, read_messages
 from exporter.render.site import render_site
-from tests.render_archive import HOSTILE, Archive, Msg, chat_csv, png, simple_session
+from tests.render_archive import HEADER, HOSTILE, Archive, Msg, chat_csv, png, simple_session
 
 APP = "app1"
 
@@ -359,22 +359,7 @@ def test_chat_columns_are_read_by_header_name_and_both_payload_forms_understood(
 ) -> None:
     """A CSV with its columns in another order reads the same; a JSON payload (link, url or
     downloadUrl) and a bare URL both give the link."""
-    reordered = tuple(
-        reversed(
-            (
-                "id",
-                "participantId",
-                "sessionId",
-                "meetingId",
-                "displayName",
-                "pinned",
-                "isEdited",
-                "payloadType",
-                "payload",
-                "createdAt",
-            )
-        )
-    )
+    reordered = tuple(reversed(HEADER))
     path = tmp_path / "c.csv"
     path.write_bytes(
         chat_csv(
