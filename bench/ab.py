@@ -13,20 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.common import PY, ROOT, env, median, run_measured, standin_process, write_sessions
-
-
-def unpack(rev: str, into: Path) -> Path:
-    into.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "exporter"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
+from bench.common import (
+    PY,
+    compiled_tree,
+    env,
+    median,
+    run_measured,
+    standin_process,
+    write_sessions,
+)
 
 
 def main() -> None:
@@ -46,8 +44,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rtk-bench-ab-"))
     try:
         roots = {
-            "A": unpack(args.rev, work / "a"),
-            "B": unpack(args.rev_b, work / "b") if args.rev_b else ROOT,
+            "A": compiled_tree(work / "a", args.rev),
+            "B": compiled_tree(work / "b", args.rev_b),
         }
         sessions = write_sessions(work / "s.txt", args.pairs)
         res: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -28,6 +30,29 @@ def env(base_url: str | None = None) -> dict[str, str]:
     if base_url:
         e["CLOUDFLARE_BASE_URL"] = base_url
     return e
+
+
+def compiled_tree(into: Path, rev: str | None = None) -> Path:
+    """A copy of exporter/ (of git revision `rev`, else of the working tree) under `into`,
+    compiled to bytecode: the form a user runs after `pip install`.
+
+    These machines set PYTHONDONTWRITEBYTECODE=1, so a child run from the source tree
+    compiles every module it imports, every run: start-up work an installed copy never does,
+    and more of it for the tree with more code. Put `into` first on the child's PYTHONPATH.
+    """
+    into.mkdir(parents=True)
+    if rev is None:
+        shutil.copytree(
+            ROOT / "exporter", into / "exporter", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    else:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "exporter"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    if not compileall.compile_dir(str(into / "exporter"), quiet=1):
+        raise RuntimeError(f"exporter/ of {rev or 'the working tree'} does not compile")
+    return into
 
 
 def cpu_seconds(pid: int) -> float:

@@ -20,7 +20,9 @@ from bench.common import (
     ACCOUNT,
     PY,
     Measured,
+    compiled_tree,
     cpu_seconds,
+    env,
     load,
     machine,
     median,
@@ -90,6 +92,9 @@ def main() -> None:
     server_cpu: dict[str, list[float]] = {k: [] for k in contenders}
     try:
         sessions = write_sessions(work / "sessions.txt", args.pairs)
+        # rtk-export from bytecode, as the SDK script's packages are (common.compiled_tree).
+        environ = {"rtk-export": env(), "baseline": env()}
+        environ["rtk-export"]["PYTHONPATH"] = str(compiled_tree(work / "tree"))
         with standin_process() as base_url:
             for run in range(args.runs):
                 order = list(contenders) if run % 2 == 0 else list(reversed(contenders))
@@ -97,7 +102,10 @@ def main() -> None:
                     out = work / f"{name}-{run}"
                     out.mkdir()
                     before = cpu_seconds(base_url.pid)
-                    m = run_measured(contenders[name](sessions, out, base_url, args.concurrency))
+                    m = run_measured(
+                        contenders[name](sessions, out, base_url, args.concurrency),
+                        environ=environ[name],
+                    )
                     server = cpu_seconds(base_url.pid) - before
                     n = exported(name, m, out)
                     results[name].append((m, n))
