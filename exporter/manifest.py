@@ -195,6 +195,7 @@ class Manifest:
         # 7 days. Grows with the failed units only.
         self._failed: dict[tuple[str, str], dict[str, datetime | None]] = {}
         self._out: IO[bytes] | None = None
+        self._end = 0  # the size of the manifest file open for append
         self._reader: IO[bytes] | None = None
 
     def load(self) -> None:
@@ -296,6 +297,9 @@ class Manifest:
                 fh.seek(-1, os.SEEK_END)
                 if fh.read(1) != b"\n":
                     self._out.write(b"\n")
+        # Where this run's next line starts. The run holds the lock, so only it appends:
+        # kept here rather than asked of the kernel (an lseek per line, on the event loop).
+        self._end = self._out.tell()
 
     def append(self, rec: Record) -> None:
         """Write one line and hand it to the OS at once: a crash loses only units in flight.
@@ -305,9 +309,9 @@ class Manifest:
         the line did get written is cut off again, so the manifest stays whole lines.
         """
         assert self._out is not None, "open_for_append() first"
-        data = memoryview(rec.encode())
-        fd = self._out.fileno()
-        start = os.lseek(fd, 0, os.SEEK_END)
+        line = rec.encode()
+        data = memoryview(line)
+        fd, start = self._out.fileno(), self._end
         try:
             while data:
                 data = data[os.write(fd, data) :]
@@ -317,6 +321,7 @@ class Manifest:
             raise DiskError(
                 f"cannot write the manifest {self.path}: {exc.strerror or exc}"
             ) from None
+        self._end = start + len(line)
 
     def sync(self) -> None:
         if self._out is not None:
