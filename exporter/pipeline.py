@@ -235,6 +235,7 @@ class Run:
     async def _produce(
         self, items: AsyncIterator[Pair | InvalidLine], send: MemoryObjectSendStream[Unit]
     ) -> None:
+        kinds = self.s.pair_kinds
         async with send:
             try:
                 async for item in items:
@@ -244,7 +245,7 @@ class Run:
                     if isinstance(item, InvalidLine):
                         self._invalid(item)
                         continue
-                    for kind in self.s.pair_kinds:
+                    for kind in kinds:
                         if self._seen.add(key_of(item.app_id, item.session_id, kind)):
                             self.stats.total = (self.stats.total or 0) + 1
                             unit = Unit(item.app_id, item.session_id, kind)
