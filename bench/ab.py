@@ -48,7 +48,7 @@ def main() -> None:
             "B": compiled_tree(work / "b", args.rev_b),
         }
         sessions = write_sessions(work / "s.txt", args.pairs)
-        res: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
+        res: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
         with standin_process() as url:
             for r in range(args.runs):
                 for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
@@ -79,18 +79,50 @@ def main() -> None:
                     )
                     counts = json.loads((out / "sum.json").read_text())["counts"]
                     assert counts == {"exported": args.pairs}, counts
-                    res[name].append((args.pairs / m.wall, m.cpu / args.pairs * 1000))
+                    per_pair = 1000 / args.pairs
+                    res[name].append((args.pairs / m.wall, m.user * per_pair, m.sys * per_pair))
+                    pps, user, sys_ = res[name][-1]
+                    print(
+                        f"run {r + 1} {name}: {pps:.0f} pairs/s, {user + sys_:.3f} CPU ms per "
+                        f"pair ({user:.3f} user + {sys_:.3f} system)",
+                        flush=True,
+                    )
                     shutil.rmtree(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: (median([x[0] for x in v]), median([x[1] for x in v])) for k, v in res.items()}
-    for k, (pps, cpu) in med.items():
-        label = args.rev if k == "A" else (args.rev_b or "working tree")
-        print(f"{k} ({label}): {pps:.0f} pairs/s, {cpu:.3f} CPU ms per pair")
+    report(args.rev, args.rev_b or "working tree", res)
+
+
+def report(rev_a: str, rev_b: str, res: dict[str, list[tuple[float, float, float]]]) -> None:
+    def cpu(x: tuple[float, float, float]) -> float:
+        return x[1] + x[2]
+
+    for k, label in (("A", rev_a), ("B", rev_b)):
+        v = res[k]
+        print(
+            f"{k} ({label}): {median([x[0] for x in v]):.0f} pairs/s, "
+            f"{median([cpu(x) for x in v]):.3f} CPU ms per pair "
+            f"({median([x[1] for x in v]):.3f} user + {median([x[2] for x in v]):.3f} system)"
+        )
+    a, b = res["A"], res["B"]
     print(
-        f"B/A: pairs/s {med['B'][0] / med['A'][0]:.3f}, CPU per pair "
-        f"{med['B'][1] / med['A'][1]:.3f}"
+        f"B/A: pairs/s {median([x[0] for x in b]) / median([x[0] for x in a]):.3f}, CPU per "
+        f"pair {median([cpu(x) for x in b]) / median([cpu(x) for x in a]):.3f}"
     )
+    # Each round's two runs ran back to back, under the same load: the ratio within a round
+    # leaves out the drift between rounds (on these machines one run's CPU per pair moved by
+    # up to 25% over a few minutes, file creation and fsync time above all).
+    rounds = list(zip(a, b, strict=True))
+    for what, f in (
+        ("pairs/s", lambda x: x[0]),
+        ("CPU per pair", cpu),
+        ("user CPU per pair", lambda x: x[1]),
+    ):
+        ratios = sorted(f(y) / f(x) for x, y in rounds)
+        print(
+            f"B/A within rounds, median (min-max): {what} {median(ratios):.3f} "
+            f"({ratios[0]:.3f}-{ratios[-1]:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ class Measured:
     returncode: int
     stdout: str = ""
     stderr: str = ""
+    user: float = 0.0  # the two parts of `cpu`: the child's own code, and the kernel's work
+    sys: float = 0.0  # for it (file creation and fsync dominate here, and vary run to run)
 
 
 def run_measured(
@@ -128,7 +130,14 @@ def run_measured(
     for suffix in (".out", ".err"):
         os.unlink(f"{out_path}{suffix}")
     return Measured(
-        wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, so, se
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        proc.returncode,
+        so,
+        se,
+        usage.ru_utime,
+        usage.ru_stime,
     )
 
 
