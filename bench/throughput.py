@@ -70,7 +70,7 @@ def baseline_cmd(sessions: Path, out: Path, base_url: str, concurrency: int) -> 
 
 
 def exported(name: str, m: Measured, out: Path) -> int:
-    if name == "rtk-export":
+    if name.startswith("rtk-export"):
         doc = json.loads((out / "summary.json").read_text())
         return int(doc["counts"].get("exported", 0))
     last = m.stdout.strip().splitlines()[-1] if m.stdout.strip() else ""
@@ -83,6 +83,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--only", choices=("rtk-export", "baseline"))
+    p.add_argument(
+        "--also",
+        metavar="REV",
+        help="a third contender: rtk-export as of git revision REV (is a change in the ratio "
+        "the code's or the machine's?)",
+    )
     args = p.parse_args()
     contenders = {"rtk-export": rtk_cmd, "baseline": baseline_cmd}
     if args.only:
@@ -93,8 +99,15 @@ def main() -> None:
     try:
         sessions = write_sessions(work / "sessions.txt", args.pairs)
         # rtk-export from bytecode, as the SDK script's packages are (common.compiled_tree).
-        environ = {"rtk-export": env(), "baseline": env()}
-        environ["rtk-export"]["PYTHONPATH"] = str(compiled_tree(work / "tree"))
+        environ = {name: env() for name in contenders}
+        if "rtk-export" in contenders:
+            environ["rtk-export"]["PYTHONPATH"] = str(compiled_tree(work / "tree"))
+        if args.also:
+            name = f"rtk-export@{args.also}"
+            contenders[name] = rtk_cmd
+            results[name], server_cpu[name] = [], []
+            environ[name] = env()
+            environ[name]["PYTHONPATH"] = str(compiled_tree(work / "also", args.also))
         with standin_process() as base_url:
             for run in range(args.runs):
                 order = list(contenders) if run % 2 == 0 else list(reversed(contenders))
@@ -164,12 +177,14 @@ def main() -> None:
         )
     )
     print("(CPU busy: CPU seconds over wall seconds, 100% = one of the cores)")
-    if len(med) == 2:
-        (a_pps, a_cpu, a_rss), (b_pps, b_cpu, b_rss) = med["rtk-export"], med["baseline"]
-        print(
-            f"\nrtk-export / baseline: {a_pps / b_pps:.2f}x pairs/s, "
-            f"{a_cpu / b_cpu:.2f}x CPU per pair, {a_rss / b_rss:.2f}x peak RSS"
-        )
+    if "baseline" in med:
+        b_pps, b_cpu, b_rss = med["baseline"]
+        for name in (n for n in med if n != "baseline"):
+            a_pps, a_cpu, a_rss = med[name]
+            print(
+                f"\n{name} / baseline: {a_pps / b_pps:.2f}x pairs/s, "
+                f"{a_cpu / b_cpu:.2f}x CPU per pair, {a_rss / b_rss:.2f}x peak RSS"
+            )
 
 
 if __name__ == "__main__":
