@@ -4,14 +4,13 @@ against B (default: the working tree), counted by valgrind's callgrind.
     python -m bench.instructions REV_A [REV_B] [--pairs 500]
 
 Each tree runs twice under `valgrind --tool=callgrind --separate-threads=yes`, from compiled
-bytecode (`common.compiled_tree`), against one stand-in: with one pair (start-up and the
-fixed costs) and with `--pairs` pairs; the difference over `pairs - 1` is the main thread's
-instructions per pair. Counts repeat whatever else the machine does (two runs of the same
-tree gave 2,118.2M and 2,119.1M in all; per-pair figures of the same code agreed to 0.4%
-across invocations), where CPU seconds here move by 25% between runs: the writer threads' time is mostly the kernel's (file creation and fsync), which this
-leaves out, and it does not see cache misses or waits. Needs Debian's `valgrind`; a run takes
-about 70 times as long as without it.
-"""
+bytecode (`common.compiled_tree`), against one stand-in: with one pair (start-up and the fixed
+costs) and with `--pairs` pairs; the difference over `pairs - 1` is the main thread's
+instructions per pair. Counts repeat whatever else the machine does (two runs of the same tree
+gave 2,118.2M and 2,119.1M in all; per-pair figures of the same code agreed to 0.4% across
+invocations), where CPU seconds here move by 25% between runs: the writer threads' time is
+mostly the kernel's (file creation and fsync), which this leaves out, and it does not see cache
+misses or waits. Needs Debian's `valgrind`; a run takes about 70 times as long as without it."""
 
 from __future__ import annotations
 
