@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from bench.common import (
-    PY,
     compiled_tree,
     env,
+    export_command,
     median,
     run_measured,
     standin_process,
@@ -58,22 +58,7 @@ def main() -> None:
                         e.update(kv.split("=", 1) for kv in args.b_env)
                     out = work / f"o{name}{r}"
                     m = run_measured(
-                        [
-                            PY,
-                            "-m",
-                            "exporter",
-                            str(sessions),
-                            "--out",
-                            str(out),
-                            "--base-url",
-                            url,
-                            "--rate",
-                            "1000000/1s",
-                            "--progress",
-                            "never",
-                            "--summary-json",
-                            str(out / "sum.json"),
-                        ],
+                        export_command(sessions, out, url, "--summary-json", str(out / "sum.json")),
                         environ=e,
                         cwd=work,
                     )

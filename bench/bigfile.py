@@ -19,9 +19,9 @@ from pathlib import Path
 
 from bench.common import (
     ACCOUNT,
-    PY,
     TOKEN,
     Measured,
+    export_command,
     load,
     machine,
     median,
@@ -66,22 +66,7 @@ def main() -> None:
                         sessions = work / "one.txt"
                         sessions.write_text(f"bigapp {sid}\n")
                         out = work / "out"
-                        m = run_measured(
-                            [
-                                PY,
-                                "-m",
-                                "exporter",
-                                str(sessions),
-                                "--out",
-                                str(out),
-                                "--base-url",
-                                base_url,
-                                "--rate",
-                                "1000/1s",
-                                "--progress",
-                                "never",
-                            ]
-                        )
+                        m = run_measured(export_command(sessions, out, base_url, rate="1000/1s"))
                         size = (out / "bigapp" / f"{sid}.csv").stat().st_size
                         shutil.rmtree(out)
                     ok = m.returncode == 0 and size == args.bytes

@@ -55,6 +55,32 @@ def compiled_tree(into: Path, rev: str | None = None) -> Path:
     return into
 
 
+def export_command(
+    sessions: Path | str,
+    out: Path | str,
+    base_url: str,
+    *extra: str,
+    rate: str = "1000000/1s",
+) -> list[str]:
+    """The export every benchmark times: `python -m exporter SESSIONS --out OUT --base-url URL
+    --rate RATE --progress never`, then `extra`."""
+    return [
+        PY,
+        "-m",
+        "exporter",
+        str(sessions),
+        "--out",
+        str(out),
+        "--base-url",
+        base_url,
+        "--rate",
+        rate,
+        "--progress",
+        "never",
+        *extra,
+    ]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a live process has used so far (/proc/PID/stat)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:

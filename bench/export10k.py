@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import (
-    PY,
+    export_command,
     load,
     machine,
     median,
@@ -39,22 +39,9 @@ def main() -> None:
         with standin_process() as base_url:
             for run in range(args.runs):
                 out = work / f"out-{run}"
-                cmd = [
-                    PY,
-                    "-m",
-                    "exporter",
-                    str(sessions),
-                    "--out",
-                    str(out),
-                    "--base-url",
-                    base_url,
-                    "--rate",
-                    "1000000/1s",
-                    "--progress",
-                    "never",
-                    "--summary-json",
-                    str(out / "summary.json"),
-                ]
+                cmd = export_command(
+                    sessions, out, base_url, "--summary-json", str(out / "summary.json")
+                )
                 m = run_measured(cmd)
                 doc = json.loads((out / "summary.json").read_text())
                 rows.append(

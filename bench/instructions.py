@@ -23,7 +23,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import PY, compiled_tree, env, standin_process, write_sessions
+from bench.common import compiled_tree, env, export_command, standin_process, write_sessions
 
 
 def main_thread_instructions(
@@ -40,20 +40,7 @@ def main_thread_instructions(
         "--tool=callgrind",
         "--separate-threads=yes",
         f"--callgrind-out-file={run}/cg.out",
-        PY,
-        "-m",
-        "exporter",
-        "s.txt",
-        "--out",
-        "o",
-        "--base-url",
-        base_url,
-        "--rate",
-        "1000000/1s",
-        "--progress",
-        "never",
-        "--summary-json",
-        "o/sum.json",
+        *export_command("s.txt", "o", base_url, "--summary-json", "o/sum.json"),
     ]
     subprocess.run(cmd, env=e, cwd=run, check=True, capture_output=True, timeout=1800)
     counts = json.loads((run / "o" / "sum.json").read_text())["counts"]

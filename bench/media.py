@@ -27,10 +27,10 @@ from pathlib import Path
 
 from bench.common import (
     ACCOUNT,
-    PY,
     TOKEN,
     Measured,
     env,
+    export_command,
     load,
     machine,
     median,
@@ -41,24 +41,7 @@ from bench.common import (
 from exporter.attachments import iter_attachments
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
-
-
-def _rtk(sessions: Path, out: Path, base_url: str, *extra: str) -> list[str]:
-    return [
-        PY,
-        "-m",
-        "exporter",
-        str(sessions),
-        "--out",
-        str(out),
-        "--base-url",
-        base_url,
-        "--rate",
-        "1000/1s",
-        "--progress",
-        "never",
-        *extra,
-    ]
+RATE = "1000/1s"  # below any budget the stand-in enforces; these exports are few requests
 
 
 def attachments(args: argparse.Namespace) -> None:
@@ -74,7 +57,7 @@ def attachments(args: argparse.Namespace) -> None:
                 sessions.write_text(f"attapp att-{run}\n")
                 out = work / "out"
                 m = run_measured(
-                    _rtk(
+                    export_command(
                         sessions,
                         out,
                         base_url,
@@ -84,6 +67,7 @@ def attachments(args: argparse.Namespace) -> None:
                         "127.0.0.1",
                         "--concurrency",
                         conc,
+                        rate=RATE,
                     )
                 )
                 assert m.returncode == 0, m.stderr[-3000:]
@@ -169,7 +153,9 @@ def recording(args: argparse.Namespace) -> None:
                 sessions = work / "one.txt"
                 sessions.write_text(f"recapp rtk-{run}\n")
                 out = work / "out"
-                m = run_measured(_rtk(sessions, out, base_url, "--include", "recordings"))
+                m = run_measured(
+                    export_command(sessions, out, base_url, "--include", "recordings", rate=RATE)
+                )
                 got = sum(p.stat().st_size for p in out.rglob("*.mp4"))
                 results["rtk-export"].append(m)
                 print(
@@ -204,7 +190,7 @@ def killed_at_half(work: Path, base_url: str, size: int) -> float:
     out = work / "out"
     e = env(base_url)
     proc = subprocess.Popen(
-        _rtk(sessions, out, base_url, "--include", "recordings"),
+        export_command(sessions, out, base_url, "--include", "recordings", rate=RATE),
         env=e,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -223,7 +209,9 @@ def killed_at_half(work: Path, base_url: str, size: int) -> float:
         return 0.0
     (record,) = out.rglob("*.resume.json")
     held = int(json.loads(record.read_text())["held"])
-    rerun = run_measured(_rtk(sessions, out, base_url, "--include", "recordings"))
+    rerun = run_measured(
+        export_command(sessions, out, base_url, "--include", "recordings", rate=RATE)
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     asked = size - held  # the rerun's Range starts at the bytes the record vouches for
     print(f"killed with {held} bytes vouched for; rerun {rerun.wall:.2f} s, asked {asked} bytes")

@@ -19,7 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PY, env, load, machine, run_measured, standin_process, table
+from bench.common import (
+    PY,
+    env,
+    export_command,
+    load,
+    machine,
+    run_measured,
+    standin_process,
+    table,
+)
 
 READER = """
 import sys
@@ -61,22 +70,9 @@ def export_run(pairs: int, marks: list[int], work: Path, concurrency: int) -> No
     with standin_process("--chat-rows", "1") as base_url:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "exporter",
-                str(sessions),
-                "--out",
-                str(out),
-                "--base-url",
-                base_url,
-                "--rate",
-                "1000000000/1s",
-                "--concurrency",
-                str(concurrency),
-                "--progress",
-                "never",
-            ],
+            export_command(
+                sessions, out, base_url, "--concurrency", str(concurrency), rate="1000000000/1s"
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env(),

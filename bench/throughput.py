@@ -23,6 +23,7 @@ from bench.common import (
     compiled_tree,
     cpu_seconds,
     env,
+    export_command,
     load,
     machine,
     median,
@@ -34,24 +35,15 @@ from bench.common import (
 
 
 def rtk_cmd(sessions: Path, out: Path, base_url: str, concurrency: int) -> list[str]:
-    return [
-        PY,
-        "-m",
-        "exporter",
-        str(sessions),
-        "--out",
-        str(out),
-        "--base-url",
+    return export_command(
+        sessions,
+        out,
         base_url,
-        "--rate",
-        "1000000/1s",
         "--concurrency",
         str(concurrency),
-        "--progress",
-        "never",
         "--summary-json",
         str(out / "summary.json"),
-    ]
+    )
 
 
 def baseline_cmd(sessions: Path, out: Path, base_url: str, concurrency: int) -> list[str]:
