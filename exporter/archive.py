@@ -14,8 +14,7 @@ import itertools
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Protocol
@@ -25,7 +24,6 @@ from exporter.errors import DiskError, FatalError
 if TYPE_CHECKING:
     from exporter.manifest import Manifest
     from exporter.runstate import RunState
-    from exporter.writer import Spool
 
 OURS = ".rtk-export"  # every file of the program's own in DIR starts so
 TMP_PREFIX = f"{OURS}-"
@@ -34,6 +32,11 @@ MANIFEST_NAME = "manifest.jsonl"
 STATE_NAME = f"{OURS}-state.json"
 LOCK_NAME = f"{OURS}.lock"
 SITE_RECORD_NAME = f"{OURS}-site.sqlite"  # render's record, in SITE: marks a site folder
+# `serve`: its lock (one serve per folder), the per-unit locks it shares with export runs,
+# and its inbox folder (one item per delivery; `done/`, `rejected/`, `unroutable/` inside).
+SERVE_LOCK_NAME = f"{OURS}-serve.lock"
+UNITS_LOCK_NAME = f"{OURS}-units.lock"
+INBOX_NAME = f"{OURS}-inbox"
 
 # Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
 _DISK_ERRNOS = {
@@ -259,104 +262,13 @@ class Archive(Protocol):
 
     async def load_state(self) -> RunState: ...
 
+    # Another process may write units and manifest lines beside this one (serve and an
+    # export on one folder): re-read the manifest's new lines before each unit.
+    shared: bool
+
+    def hold(self, key: int) -> AbstractAsyncContextManager[None]:
+        """Unit `key` held against the other processes on this archive (or a no-op)."""
+        ...
+
     @property
     def folder_error(self) -> FatalError | None: ...
-
-
-class FolderArchive:
-    """DIR as the run's destination: bodies spooled and placed atomically by writer threads,
-    folders synced at the end."""
-
-    def __init__(self, out_dir: Path, load_state: Callable[[Path], RunState] | None = None) -> None:
-        # The state's reader is handed in: runstate imports this module's names.
-        self._load_state = load_state
-        self.out_dir = out_dir
-        self._root = os.fspath(out_dir)
-        # Imported here: the command line reads this module's names at start-up, and
-        # the writer's threads and anyio are 40 ms of imports a usage error need not pay.
-        from exporter.writer import FileWriter, Spool
-
-        self._writer = FileWriter()
-        self._spool = Spool
-
-    async def __aenter__(self) -> FolderArchive:
-        await self._writer.__aenter__()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._writer.__aexit__(et, e, tb)
-
-    def remove_stale(self) -> int:
-        return remove_stale_temps(self.out_dir)
-
-    async def load_manifest(self, manifest: Manifest) -> None:
-        import anyio
-
-        await anyio.to_thread.run_sync(manifest.load, abandon_on_cancel=True)
-
-    async def clean_up(self) -> int:
-        import anyio
-
-        return await anyio.to_thread.run_sync(self.remove_stale)
-
-    async def is_intact(self, rel: str, size: object, sha256: object) -> bool:
-        import anyio
-
-        return await anyio.to_thread.run_sync(self.intact, rel, size, sha256)
-
-    async def load_state(self) -> RunState:
-        import anyio
-
-        assert self._load_state is not None, "FolderArchive(out_dir, RunState.load)"
-        return await anyio.to_thread.run_sync(self._load_state, self.out_dir)
-
-    def intact(self, rel: str, size: object, sha256: object) -> bool:
-        """The archived copy of `rel` is there as recorded (blocking: use a thread)."""
-        return file_matches(os.path.join(self._root, rel), size, sha256)
-
-    async def open_stored(self, rel: str) -> IO[bytes]:
-        """An archived file read back, e.g. a chat CSV for its attachments. An object-storage
-        archive streams the object instead."""
-        import anyio
-
-        return await anyio.to_thread.run_sync(open, os.path.join(self._root, rel), "rb")
-
-    def local_path(self, rel: str) -> str:
-        """Where a resumable download of `rel` keeps its partial file and record: beside the
-        final name here; an object-storage archive names a place in its local work area."""
-        return os.path.join(self._root, rel)
-
-    async def adopt(self, path: str, rel: str, sha256: str) -> None:
-        """Place a complete local file as `rel`: a rename and a folder sync here (the hash
-        is the caller's to record); an object-storage archive uploads it."""
-        import anyio
-
-        await anyio.to_thread.run_sync(self._adopt, path, rel)
-
-    def _adopt(self, path: str, rel: str) -> None:
-        from exporter.writer import sync_folder
-
-        final = os.path.join(self._root, rel)
-        os.replace(path, final)
-        sync_folder(os.path.dirname(final))
-
-    async def remove_old_partials(self, max_age: float, now: float) -> int:
-        import anyio
-
-        return await anyio.to_thread.run_sync(remove_old_partials, self.out_dir, max_age, now)
-
-    def spool(self, rel: str) -> Spool:
-        # Plain strings: a Path per temporary name and folder cost a few per cent of the CPU
-        # per pair.
-        final = os.path.join(self._root, rel)
-        return self._spool(self._writer, temp_name(final), final)
-
-    @property
-    def folder_error(self) -> FatalError | None:
-        """Set once closed, if a folder could not be synced at the end."""
-        if self._writer.folder_error is None:
-            return None
-        folder, exc = self._writer.folder_error
-        return DiskError(f"cannot sync the folder {folder}: {exc.strerror or exc}")

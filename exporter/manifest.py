@@ -70,6 +70,10 @@ class Record:
     # The item within the session, for the kinds that have several: `message_id` of an
     # attachment, `recording_id` of a recording (null: the session has none).
     item: str | None = None
+    # A unit that came in a webhook (`rtk-export serve`): "webhook", and the delivery's
+    # rtk-uuid. None for the units of an export, whose lines keep their old shape.
+    source: str | None = None
+    delivery_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -89,6 +93,9 @@ class Record:
             doc["line"] = self.line
         if self.kind in ITEM_KEYS:
             doc[ITEM_KEYS[self.kind]] = self.item
+        if self.source is not None:
+            doc["source"] = self.source
+            doc["delivery_id"] = self.delivery_id
         return doc
 
     def encode(self) -> builtins.bytes:  # `bytes` is a field here
@@ -166,6 +173,7 @@ def decode(raw: bytes) -> Record | None:
         raise Damaged(f"says {status} but has no valid bytes and sha256")
     attempts, error, line = doc.get("attempts"), doc.get("error"), doc.get("line")
     item = doc.get(ITEM_KEYS[kind]) if kind in ITEM_KEYS else None
+    source, delivery = doc.get("source"), doc.get("delivery_id")
     return Record(
         app_id=doc["app_id"],
         session_id=doc["session_id"],
@@ -180,6 +188,8 @@ def decode(raw: bytes) -> Record | None:
         finished_at=str(doc.get("finished_at") or ""),
         line=line if isinstance(line, int) else None,
         item=item if isinstance(item, str) else None,
+        source=source if isinstance(source, str) else None,
+        delivery_id=delivery if isinstance(delivery, str) else None,
     )
 
 
@@ -200,6 +210,10 @@ class Manifest:
         self._out: IO[bytes] | None = None
         self._end = 0  # the size of the manifest file open for append
         self._reader: IO[bytes] | None = None
+        self._indexed = 0  # how far the file has been read into the index
+        # Another process appends too (O_APPEND keeps whole writes apart): a torn line of ours
+        # is then left for readers to pass over, since cutting the file could cut theirs.
+        self.shared = False
 
     def load(self) -> None:
         """Index the latest line of every unit and note the failed ones, in one pass; warn
@@ -232,6 +246,27 @@ class Manifest:
                         known.pop(unit_key(rec.kind, rec.item), None)
                         if not known:
                             del failed[pair]
+            self._indexed = offset
+
+    def refresh(self) -> None:
+        """Index the lines appended since load() or the last refresh, by this process or
+        another one on the same folder (serve beside an export): one stat() when none were."""
+        try:
+            if os.stat(self.path).st_size <= self._indexed:
+                return
+        except FileNotFoundError:
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self._indexed)
+            offset = self._indexed
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # a line another process is writing right now: read it next time
+                here, offset = offset, offset + len(raw)
+                rec = _quiet(raw)
+                if rec is not None:
+                    self.index.put(_key(rec), here)
+            self._indexed = offset
 
     def recent_failures(self, apps: frozenset[str], not_before: datetime) -> list[Pair]:
         """Pairs of `apps` with a unit whose latest line is `failed` and not older than
@@ -319,8 +354,9 @@ class Manifest:
             while data:
                 data = data[os.write(fd, data) :]
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
+            if not self.shared:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
             raise DiskError(
                 f"cannot write the manifest {self.path}: {exc.strerror or exc}"
             ) from None

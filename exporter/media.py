@@ -16,7 +16,15 @@ from exporter.attachments import Attachment, iter_attachments
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.download import Downloader, Stored
-from exporter.errors import ExportError, FatalError, InvalidItem, Refused, Unavailable
+from exporter.errors import (
+    ExportError,
+    FatalError,
+    InvalidItem,
+    LinkExpired,
+    PermanentError,
+    Refused,
+    Unavailable,
+)
 from exporter.keyset import key_of
 from exporter.logs import unit_event
 from exporter.manifest import DONE, Manifest, Record, Status, record, unit_key
@@ -24,7 +32,7 @@ from exporter.media_names import attachment_path, extension, id_problem, recordi
 from exporter.recordings import UPLOADED, Recording, RecordingsApi
 from exporter.resume import RecordingDownload
 from exporter.retry import Attempts, RetryHook, with_retries
-from exporter.sessions import Unit
+from exporter.sessions import Minted, Unit
 from exporter.stats import Stats
 from exporter.untrusted import UntrustedFetcher
 
@@ -175,6 +183,19 @@ class MediaExport:
         for rec in found:
             finish(await self._recording(unit, rec, state.http))
 
+    async def delivered_recording(self, unit: Minted) -> Record:
+        """A recording named by a webhook: its delivered URL first, fresh ones from the API for
+        any attempt after it (a resumed download continues on a new URL, as in an export)."""
+        rec = Recording(
+            id=unit.recording_id,
+            status=UPLOADED,
+            session_id=unit.session_id,
+            output_file_name=unit.output_file_name,
+            file_size=unit.file_size,
+            link=unit.link,
+        )
+        return await self._recording(unit, rec, 0)
+
     async def _recording(self, unit: Unit, rec: Recording, listed: int) -> Record:
         if problem := id_problem(rec.id, "recording id"):
             rid = rec.id[:200] if isinstance(rec.id, str) else None
@@ -193,13 +214,27 @@ class MediaExport:
             return self._line(unit, Status.UNAVAILABLE, rid, listed, error=error)
         state = Attempts(what=f"{unit.app_id}/{unit.session_id} recording {rid}")
 
+        delivered = [rec] if rec.link is not None and isinstance(unit, Minted) else []
+
         async def attempt() -> Stored:
-            # A fresh URL for every attempt: a resumed download continues on a new one.
-            now = await self._recordings.one(unit.app_id, rid, state)
+            # A fresh URL for every attempt: a resumed download continues on a new one. The
+            # URL a webhook delivered is the first attempt's, while it has life left.
+            first = bool(delivered) and delivered[0].link is not None
+            if first and delivered[0].link.usable_for(1.0):  # type: ignore[union-attr]
+                now = delivered.pop()
+            else:
+                first = False
+                delivered.clear()
+                now = await self._recordings.one(unit.app_id, rid, state)
             if now.status != UPLOADED or now.link is None:
                 raise Unavailable(f"recording {rid} is {now.status}, with no download URL")
             state.http += 1
-            size, sha256 = await self._recording_dl.fetch(now.link, rel, rid, now.file_size)
+            try:
+                size, sha256 = await self._recording_dl.fetch(now.link, rel, rid, now.file_size)
+            except PermanentError as exc:
+                if first and exc.http_status == 403:  # a delivered URL refused: expired
+                    raise LinkExpired("delivered URL refused (HTTP 403)", http_status=403) from None
+                raise
             return Stored(size, sha256)
 
         try:

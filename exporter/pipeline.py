@@ -17,22 +17,32 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.archive import Archive, FolderArchive
+from exporter.archive import Archive
 from exporter.attachments import Attachment
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.discovery import FAILED_RETRY_AGE, Discovery
 from exporter.download import Downloader
 from exporter.errors import DiskError, ExportError, FatalError
+from exporter.folder import FolderArchive
 from exporter.keyset import KeySet, key_of
-from exporter.manifest import DONE, Manifest, Record, Status, record
+from exporter.manifest import DONE, Manifest, Record, Status, record, unit_key
 from exporter.media import MediaExport
 from exporter.progress import QuietReporter, Reporter
 from exporter.ratelimit import Pacer
 from exporter.resume import MAX_AGE as PARTIAL_MAX_AGE
 from exporter.retry import RetryDetails
 from exporter.runstate import RunState
-from exporter.sessions import InvalidLine, Pair, Unit, count_lines, read_file, read_live
+from exporter.sessions import (
+    InvalidLine,
+    Minted,
+    Pair,
+    Source,
+    Unit,
+    count_lines,
+    read_file,
+    read_live,
+)
 from exporter.stats import RunResult, Stats, new_run_id
 from exporter.unit import UnitExport
 from exporter.untrusted import UntrustedFetcher
@@ -67,6 +77,7 @@ class Run:
         handle_signals: bool = True,
         archive: Archive | None = None,
         manifest: Manifest | None = None,
+        source: Source | None = None,
     ) -> None:
         self.s = settings
         self.run_id = new_run_id()
@@ -85,6 +96,7 @@ class Run:
         self._export_unit: UnitExport | None = None
         self._media: MediaExport | None = None
         self._archive = archive or FolderArchive(settings.out_dir, RunState.load)
+        self._source = source  # serve's inbox, instead of SESSIONS or discovery
 
     # -- the run --------------------------------------------------------------------------
 
@@ -133,10 +145,13 @@ class Run:
                         self._result.plan,
                         self._retry_scheduled,
                     )
-                    if self.s.apps:
+                    self.manifest.shared = self._archive.shared
+                    if self._source is not None:
+                        items: AsyncIterator[Pair | InvalidLine | Minted] = self._source.units()
+                    elif self.s.apps:
                         self.stats.discovering = True
                         discovery = await self._discovery(api)
-                        items: AsyncIterator[Pair | InvalidLine] = discovery.pairs()
+                        items = discovery.pairs()
                     else:
                         items = self._read_sessions()
                     await self._run_group(items)
@@ -179,7 +194,7 @@ class Run:
         self._result.failed_retried = len(failed)
         return Discovery(self.s, api, state, failed)
 
-    async def _run_group(self, items: AsyncIterator[Pair | InvalidLine]) -> None:
+    async def _run_group(self, items: AsyncIterator[Pair | InvalidLine | Minted]) -> None:
         send, recv = anyio.create_memory_object_stream[Unit](self.s.concurrency)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.reporter.run, self.stats, self.pacer)
@@ -233,7 +248,9 @@ class Run:
         return read_file(self.s.sessions)
 
     async def _produce(
-        self, items: AsyncIterator[Pair | InvalidLine], send: MemoryObjectSendStream[Unit]
+        self,
+        items: AsyncIterator[Pair | InvalidLine | Minted],
+        send: MemoryObjectSendStream[Unit],
     ) -> None:
         kinds = self.s.pair_kinds
         async with send:
@@ -242,6 +259,10 @@ class Run:
                     if self._past_deadline():
                         self._result.cut_short = True
                         return
+                    if isinstance(item, Minted):  # de-duplicated by its source, not here
+                        self.stats.total = (self.stats.total or 0) + 1
+                        await send.send(item)
+                        continue
                     if isinstance(item, InvalidLine):
                         self._invalid(item)
                         continue
@@ -311,13 +332,13 @@ class Run:
                     self._result.left += 1
                     continue
                 try:
-                    if unit.kind == "recording":
-                        await self._media.recordings(unit, self._finish)
-                        continue
-                    assert self._export_unit is not None
-                    rec = await self._export_unit(unit)
+                    rec = await self._unit(unit)
                     if rec is not None:
+                        if isinstance(unit, Minted):
+                            rec.source, rec.delivery_id = "webhook", unit.delivery_id
                         self._finish(rec)
+                        if self._source is not None and isinstance(unit, Minted):
+                            await self._source.finished(unit, rec)
                         if rec.kind == "chat" and rec.status in DONE and self._media.attachments:
                             await self._media.after_chat(unit, self._attachment)
                 except FatalError as exc:
@@ -325,14 +346,32 @@ class Run:
                     return
             await self._media.drain(self._attachment)
 
+    async def _unit(self, unit: Unit) -> Record | None:
+        """One unit's line (None: in a dry run, or recordings, which record their own),
+        held against any other process exporting into the same archive."""
+        assert self._media is not None and self._export_unit is not None
+        async with self._archive.hold(key_of(unit.app_id, unit.session_id, unit.kind)):
+            if self._archive.shared:
+                self.manifest.refresh()  # what the other process recorded meanwhile
+            if unit.kind == "recording":
+                if isinstance(unit, Minted):
+                    return await self._media.delivered_recording(unit)
+                await self._media.recordings(unit, self._finish)
+                return None
+            return await self._export_unit(unit)
+
     async def _attachment(self, att: Attachment) -> None:
         """One attachment unit, as a worker does any unit (deadline, fatal errors)."""
         assert self._media is not None
         if self._past_deadline():
             self._result.left += 1
             return
+        key = key_of(att.app_id, att.session_id, unit_key("attachment", att.message_id))
         try:
-            self._finish(await self._media.attachment(att))
+            async with self._archive.hold(key):
+                if self._archive.shared:
+                    self.manifest.refresh()
+                self._finish(await self._media.attachment(att))
         except FatalError as exc:
             self._stop(exc)
 

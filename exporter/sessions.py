@@ -13,10 +13,14 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import anyio
 import anyio.lowlevel
+
+if TYPE_CHECKING:
+    from exporter.http import Link
+    from exporter.manifest import Record
 
 # Longest physical line, terminator excluded. Real lines are under 250 bytes; a longer one is
 # garbage (a binary file, a minified dump) and is skipped without ever being held whole.
@@ -55,6 +59,28 @@ class Unit:
     app_id: str
     session_id: str
     kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Minted(Unit):
+    """A unit that came with its download URL (a webhook delivery): exported with no API
+    request while that URL lives; an expired one (or a 403) costs one paced request."""
+
+    link: Link | None = None
+    delivery_id: str = ""
+    # A recording's identity, as the delivery gave it.
+    recording_id: str | None = None
+    output_file_name: str | None = None
+    file_size: int | None = None
+
+
+class Source(Protocol):
+    """Units that arrive with their URLs (serve's inbox), yielded until it stops; told of
+    each one's manifest line, once written."""
+
+    def units(self) -> AsyncIterator[Minted]: ...
+
+    async def finished(self, unit: Minted, rec: Record) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,12 @@ from exporter.archive import Archive, relative_path
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.download import Downloader, Stored
-from exporter.errors import ExportError, FatalError, LinkExpired, Unavailable
+from exporter.errors import ExportError, FatalError, LinkExpired, PermanentError, Unavailable
 from exporter.http import Link
 from exporter.logs import unit_event
 from exporter.manifest import DONE, Manifest, Record, Status, record
 from exporter.retry import Attempts, RetryHook, with_retries
-from exporter.sessions import Unit
+from exporter.sessions import Minted, Unit
 from exporter.stats import Stats
 
 log = logging.getLogger("exporter.pipeline")
@@ -79,6 +79,8 @@ class UnitExport:
             self._plan("export", unit)
             return None
         state = _UnitAttempts(what=f"{unit.app_id}/{unit.session_id} {unit.kind}")
+        if isinstance(unit, Minted):
+            state.link = unit.link  # used while it has life left, as any URL in hand
         try:
             stored = await self._export(unit, rel, state)
         except Unavailable as exc:
@@ -175,4 +177,10 @@ class UnitExport:
             return await self._dl.fetch(link, rel)
         except LinkExpired:
             state.link = None
+            raise
+        except PermanentError as exc:
+            # A delivered URL refused (403) is taken for expired: one fresh URL from the API.
+            if exc.http_status == 403 and isinstance(unit, Minted) and link is unit.link:
+                state.link = None
+                raise LinkExpired("delivered URL refused (HTTP 403)", http_status=403) from None
             raise

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +64,9 @@ class StoreArchive:
         self._listing = anyio.Lock()
         self._error: FatalError | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        # Replicas of `serve` coordinate by claims on inbox items; objects are whole, so two
+        # writers of one key cannot tear it (see exporter.webhooks).
+        self.shared = False
 
     # -- the pipeline's Archive -------------------------------------------------------------
 
@@ -96,6 +100,9 @@ class StoreArchive:
                     sizes.put(key_of(rel), size + 1)  # +1: KeyIndex values of 0 are fine too
                 self._sizes = sizes
             return self._sizes
+
+    def hold(self, key: int) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
 
     def spool(self, rel: str) -> StoreSpool:
         return StoreSpool(self._store, self.target.key(rel), rel, self.tmp_dir, self.part_size)
