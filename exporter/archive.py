@@ -37,6 +37,7 @@ SITE_RECORD_NAME = f"{OURS}-site.sqlite"  # render's record, in SITE: marks a si
 SERVE_LOCK_NAME = f"{OURS}-serve.lock"
 UNITS_LOCK_NAME = f"{OURS}-units.lock"
 INBOX_NAME = f"{OURS}-inbox"
+WEBHOOKS_NAME = f"{OURS}-webhooks.json"  # `webhooks register`: webhook id -> app, for serve
 
 # Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
 _DISK_ERRNOS = {

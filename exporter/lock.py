@@ -24,8 +24,8 @@ class Locked(Exception):
 class DirLock:
     """flock(2) on DIR/.rtk-export.lock: a file left by a killed run holds no lock."""
 
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / LOCK_NAME
+    def __init__(self, out_dir: Path, name: str = LOCK_NAME) -> None:
+        self.path = out_dir / name  # LOCK_NAME for an export, SERVE_LOCK_NAME for serve
         self._fd: int | None = None
 
     def __enter__(self) -> DirLock:

@@ -220,3 +220,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="log every pair")
     p.add_argument("--version", action="version", version=f"rtk-export {__version__}")
     return p
+
+
+SERVE_DESCRIPTION = """\
+Receive RealtimeKit's webhooks and archive the units they carry with no API request: each
+verified delivery is kept in the archive's inbox (DIR/.rtk-export-inbox/ or under the s3://
+PREFIX) before it is acknowledged, then exported as an export run would (same files, same
+manifest). An expired URL costs one paced API request. Behind a TLS proxy.
+"""
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """The export's options (the units are exported the same way), and serve's own."""
+    p = build_parser()
+    p.prog = "rtk-export serve"
+    p.description = SERVE_DESCRIPTION
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:8080; TLS belongs to a proxy in front)",
+    )
+    p.add_argument(
+        "--webhook-key-url",
+        metavar="URL",
+        help="where RealtimeKit's public key is fetched (default "
+        "https://api.realtime.cloudflare.com/.well-known/webhooks.json)",
+    )
+    p.add_argument(
+        "--webhook-public-key", metavar="FILE", help="the public key as a PEM file instead"
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        default="30s",
+        metavar="SPAN",
+        help="on SIGTERM/SIGINT, how long units in flight may finish (default 30s)",
+    )
+    return p

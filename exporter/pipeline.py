@@ -1,8 +1,7 @@
 """One run, as the spec tells it: `export(settings)` builds the pacer, one API client, the
-archive and the downloader, picks the source (SESSIONS or discovery), runs the task group, and
-commits discovery's state. The task group: a producer feeding a small bounded stream,
-`concurrency` workers, and a signal watcher. Memory stays flat: the stream holds a few units,
-de-duplication a 64-bit key per unit.
+archive and the downloader, picks the source (SESSIONS, discovery or serve's inbox), runs the
+task group (a producer feeding a small bounded stream, `concurrency` workers, a signal
+watcher), and commits discovery's state. Memory stays flat: de-duplication is 8 bytes a unit.
 """
 
 from __future__ import annotations
@@ -315,10 +314,8 @@ class Run:
                 while (att := self._media.take()) is not None:  # queued attachments first
                     await self._attachment(att)
                 # Fast path: a unit already waiting is taken at once; receive() would first go
-                # round the event loop (a checkpoint), once per unit. Without it and send_nowait
-                # in _produce (2026-12-07): bench.instructions 1.060x event-loop instructions
-                # per pair; bench.ab (4,000 pairs, 8 runs) 0.929x pairs/s, 1.071x CPU per pair
-                # (an invocation before that gave 1.011x pairs/s: the noise of these machines).
+                # round the event loop, once per unit (measured by bench.instructions and
+                # bench.ab against the same code without it: docs/performance.md).
                 try:
                     unit = recv.receive_nowait()
                 except anyio.WouldBlock:

@@ -1,0 +1,203 @@
+"""serve's life, whatever the archive: the key loaded (not ready until it is), the web server
+up, the pipeline draining the inbox run after run, old delivery ids forgotten, and on
+SIGTERM/SIGINT the intake closed, units in flight given the grace, the rest left waiting."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import anyio
+from aiohttp import web
+
+from exporter.config import Settings
+from exporter.webhooks.metrics import ServeMetrics, ServeReporter
+from exporter.webhooks.receive import Receiver
+from exporter.webhooks.server import Server
+from exporter.webhooks.signature import WebhookKey
+from exporter.webhooks.source import Inbox, InboxSource
+
+if TYPE_CHECKING:
+    from exporter.archive import Archive
+    from exporter.manifest import Manifest
+    from exporter.serve import ServeOptions
+
+log = logging.getLogger("exporter.serve")
+
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+RESTART_AFTER = 5.0  # seconds before a run stopped by a fatal error (disk full) is made anew
+PRUNE_EVERY = 3600.0
+KEY_RETRY = (1.0, 60.0)  # first and longest wait between attempts to load the key
+
+Routes = Callable[[], Awaitable[Mapping[str, str]]]
+
+
+class Service:
+    """One serve process: `await Service(...).run()` is its exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        opts: ServeOptions,
+        inbox: Inbox,
+        make_archive: Callable[[], Archive],
+        routes: Routes,
+        make_manifest: Callable[[Archive], Manifest | None] = lambda archive: None,
+        poll: float = 5.0,
+    ) -> None:
+        self.s = settings
+        self.opts = opts
+        self.inbox = inbox
+        self._make_archive = make_archive
+        self._make_manifest = make_manifest
+        kinds = frozenset(settings.pair_kinds)
+        self.source = InboxSource(inbox, kinds, poll=poll)
+        self.key = WebhookKey(
+            key_url=opts.key_url, pem_file=opts.key_file, timeouts=settings.timeouts
+        )
+        self.receiver = Receiver(
+            self.key, inbox, kinds, self.source.notify, routes, opts.default_app
+        )
+        self.reporter = ServeReporter()
+        self.metrics = ServeMetrics(self.reporter, self.receiver.deliveries)
+        self.server = Server(self._accept, self._ready, self._exposition)
+        self.exporting = False  # a run drains the inbox
+        self._drained = anyio.Event()
+        self.port = 0
+
+    # -- the server's questions ------------------------------------------------------------
+
+    async def _accept(self, raw: bytes, request: web.Request) -> int:
+        return await self.receiver.accept(raw, request.headers)
+
+    async def _ready(self) -> bool:
+        if not self.key.ready or not self.exporting:
+            return False
+        return await self.inbox.writable()
+
+    async def _exposition(self) -> bytes:
+        self.metrics.inbox_items, self.metrics.inbox_oldest_age = await self.inbox.stats()
+        return self.metrics.exposition()
+
+    # -- the process -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; the exit code (143/130, or 2 if it cannot listen)."""
+        from exporter.cli import EXIT_STOPPED
+
+        await self.receiver.load_routes()
+        await self.inbox.prune()
+        runner = web.AppRunner(self.server.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.opts.host, self.opts.port, shutdown_timeout=1.0)
+            try:
+                await site.start()
+            except OSError as exc:
+                log.error(
+                    "rtk-export serve: cannot listen on %s:%d: %s",
+                    self.opts.host,
+                    self.opts.port,
+                    exc.strerror,
+                )
+                return EXIT_STOPPED
+            self.port = _port_of(site)
+            log.info(
+                "listening on %s:%d for deliveries to /webhooks/realtimekit",
+                self.opts.host,
+                self.port,
+                extra={"event": "listening", "port": self.port},
+            )
+            async with self.key:
+                return await self._until_signal()
+        finally:
+            await runner.cleanup()
+            if self.opts.metrics_file:
+                from prometheus_client import write_to_textfile
+
+                write_to_textfile(self.opts.metrics_file, self.metrics.registry)
+
+    async def _until_signal(self) -> int:
+        async with anyio.create_task_group() as tg:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                tg.start_soon(self._load_key)
+                tg.start_soon(self._drain)
+                tg.start_soon(self._prune)
+                signum = signal.SIGTERM
+                async for signum in signals:  # noqa: B007 - the first one ends the service
+                    break
+            log.warning(
+                "%s received: no new deliveries; units in flight have %.0f s to finish",
+                signal.Signals(signum).name,
+                self.opts.grace,
+                extra={"event": "signal"},
+            )
+            self.server.closing = True
+            self.source.stop()
+            with anyio.move_on_after(self.opts.grace):
+                await self._drained.wait()
+            if not self._drained.is_set():
+                self.source.abandoned()
+                log.warning("units still in flight stay in the inbox for the next serve")
+            tg.cancel_scope.cancel()
+        return EXIT_SIGNAL[signal.Signals(signum)]
+
+    async def _load_key(self) -> None:
+        wait = KEY_RETRY[0]
+        while True:
+            try:
+                await self.key.load()
+                log.info("the webhook public key is loaded", extra={"event": "key_loaded"})
+                return
+            except Exception as exc:
+                why = getattr(exc, "message", None) or type(exc).__name__
+                log.warning("the webhook public key cannot be loaded (not ready): %s", why)
+            await anyio.sleep(wait)
+            wait = min(wait * 2, KEY_RETRY[1])
+
+    async def _drain(self) -> None:
+        """The pipeline over the inbox; a run stopped by a fatal error is made anew."""
+        from exporter.pipeline import Run
+
+        try:
+            while not self.server.closing:
+                archive = self._make_archive()
+                run = Run(
+                    self.s,
+                    reporter=self.reporter,
+                    handle_signals=False,
+                    archive=archive,
+                    manifest=self._make_manifest(archive),
+                    source=self.source,
+                )
+                self.exporting = True
+                try:
+                    result = await run.run()
+                finally:
+                    self.exporting = False
+                if result.fatal is None or self.server.closing:
+                    return
+                log.error(
+                    "the export of deliveries stopped: %s; deliveries are still kept when "
+                    "they can be, and the export starts again in %.0f s",
+                    result.fatal.message,
+                    RESTART_AFTER,
+                    extra={"event": "export_stopped"},
+                )
+                await anyio.sleep(RESTART_AFTER)
+        finally:
+            self._drained.set()
+
+    async def _prune(self) -> None:
+        while True:
+            await anyio.sleep(PRUNE_EVERY)
+            await self.inbox.prune()
+
+
+def _port_of(site: web.TCPSite) -> int:
+    """The port really bound (--listen HOST:0 asks the kernel for one)."""
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0
