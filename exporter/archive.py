@@ -271,5 +271,9 @@ class Archive(Protocol):
         """Unit `key` held against the other processes on this archive (or a no-op)."""
         ...
 
+    def close(self) -> None:
+        """After the run: remove what it kept locally (an object store's temporary area)."""
+        ...
+
     @property
     def folder_error(self) -> FatalError | None: ...

@@ -1,143 +1,31 @@
-"""The command line: arguments and environment -> Settings; logging; exit codes; nothing else."""
+"""The command line: subcommands, logging, the lock, `anyio.run`, outcome -> exit code
+(arguments and environment -> Settings: exporter.arguments)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 
-from exporter.archive import MANIFEST_NAME, writable_problem
-from exporter.config import DEFAULT_BASE_URL, Rate, RetryPolicy, Settings, Timeouts, parse_include
-from exporter.objectstore.target import store_options
+from exporter.archive import writable_problem
+from exporter.arguments import (
+    EXIT_CUT_SHORT,
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_SIGNAL,
+    EXIT_STOPPED,
+    UsageError,
+    settings_from,
+)
+from exporter.config import Settings
 from exporter.options import build_parser
 from exporter.report import Output, report_end
-from exporter.sessions import app_id_problem
 from exporter.stats import RunResult
-from exporter.times import LAST_RUN, parse_span, parse_when
-from exporter.urls import base_url_problem
 
 log = logging.getLogger("exporter")
-
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED, EXIT_CUT_SHORT, EXIT_LOCKED = 0, 1, 2, 3, 75
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class UsageError(Exception):
-    """Bad arguments or environment: one clear line, exit 2, before any request."""
-
-
-def settings_from(
-    args: argparse.Namespace, environ: dict[str, str], now: datetime | None = None
-) -> Settings:
-    """Resolve arguments and environment into Settings, or raise UsageError naming the value.
-    Every value is parsed here, once; WHEN against `now`, which is then the run's start."""
-    now = now or datetime.now(UTC)
-    token = environ.get("CLOUDFLARE_API_TOKEN", "")
-    if not token:
-        raise UsageError(
-            "CLOUDFLARE_API_TOKEN is not set (the token is read from the "
-            "environment only, never from the command line)"
-        )
-    account = args.account_id or environ.get("CLOUDFLARE_ACCOUNT_ID", "")
-    if not account:
-        raise UsageError("no account id: pass --account-id or set CLOUDFLARE_ACCOUNT_ID")
-    base_url = args.base_url or environ.get("CLOUDFLARE_BASE_URL") or DEFAULT_BASE_URL
-    if problem := base_url_problem(base_url):
-        raise UsageError(problem)
-    apps = tuple(dict.fromkeys(args.app))
-    if args.sessions is not None and apps:
-        raise UsageError("SESSIONS and --app do not combine: export a list, or discover by app")
-    if args.sessions is None and not apps:
-        raise UsageError(
-            "SESSIONS is required: a file of 'APP_ID SESSION_ID' lines, or '-'; "
-            "or discover sessions with --app APP_ID"
-        )
-    since = until = None
-    if apps:
-        since, until = discovery_window(apps, args.since, args.until, now)
-    elif args.since or args.until:
-        raise UsageError("--since and --until select sessions to discover: use them with --app")
-    if args.sessions is not None and args.sessions != "-":
-        if not os.path.isfile(args.sessions):
-            raise UsageError(f"SESSIONS file not found: {args.sessions}")
-        if not os.access(args.sessions, os.R_OK):
-            raise UsageError(f"SESSIONS file is not readable: {args.sessions}")
-    for name in ("concurrency", "max_attempts"):
-        if getattr(args, name) < 1:
-            raise UsageError(
-                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
-            )
-    try:
-        rate, kinds = Rate.parse(args.rate), parse_include(args.include)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    max_duration = None
-    if args.max_duration:
-        try:
-            max_duration = parse_span(args.max_duration)
-        except ValueError as exc:
-            raise UsageError(f"--max-duration: {exc}") from None
-    for name in ("connect_timeout", "request_timeout", "read_timeout"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive")
-    store, lease = store_options(args, environ, UsageError)
-    out = Path(args.out)
-    return Settings(
-        token=token,
-        account_id=account,
-        base_url=base_url,
-        sessions=args.sessions,
-        apps=apps,
-        since=since,
-        until=until,
-        now=now,
-        out_dir=out,
-        manifest_path=Path(args.manifest) if args.manifest else out / MANIFEST_NAME,
-        concurrency=args.concurrency,
-        rate=rate,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
-        timeouts=Timeouts(
-            connect=args.connect_timeout, api=args.request_timeout, read=args.read_timeout
-        ),
-        kinds=kinds,
-        attachment_allow_hosts=frozenset(args.attachment_allow_host),
-        attachment_max_bytes=args.attachment_max_bytes,
-        transcript_format=args.transcript_format,
-        dry_run=args.dry_run,
-        max_duration=max_duration,
-        store=store,
-        lock_lease=lease,
-    )
-
-
-def discovery_window(
-    apps: tuple[str, ...], since: str | None, until: str | None, now: datetime
-) -> tuple[datetime | None, datetime | None]:
-    """App ids as SESSIONS checks them; WHEN texts parsed; a window that is not empty."""
-    for app in apps:
-        if problem := app_id_problem(app):
-            raise UsageError(f"--app: {problem}")
-    moments: dict[str, datetime | None] = {"since": None, "until": None}
-    for name, text in (("since", since), ("until", until)):
-        if text is None:
-            continue
-        try:
-            moments[name] = parse_when(text, now)
-        except ValueError as exc:
-            raise UsageError(f"--{name}: {exc}") from None
-    if until is not None and until.strip() == LAST_RUN:
-        raise UsageError("--until last-run means nothing: last-run is a --since")
-    start, end = moments["since"], moments["until"]
-    if start is not None and start >= (end or now):
-        raise UsageError(
-            f"--since {since} is not before --until {until or 'now'}: the window is empty"
-        )
-    return start, end
 
 
 def exit_code(result: RunResult) -> int:
@@ -202,9 +90,7 @@ def _main(argv: list[str]) -> int:
 
         return render.main(argv[1:])
     if argv[:1] == ["serve"]:
-        from exporter import serve
-
-        return serve.main(argv[1:])
+        return run_serve(argv[1:])
     args = build_parser().parse_args(argv)
     from exporter import logs
 
@@ -297,3 +183,34 @@ def run_export(settings: Settings, output: Output) -> int:
         log.error("rtk-export: stopped: %s", result.fatal.message, extra={"event": "stopped"})
     report_end(output, result, code)
     return code
+
+
+def run_serve(argv: list[str]) -> int:
+    """`rtk-export serve` until a signal (143/130); 75 if another serve holds DIR."""
+    import anyio
+
+    from exporter import logs
+    from exporter.arguments import serve_settings
+    from exporter.lock import Locked
+    from exporter.options import serve_parser
+    from exporter.webhooks.service import serve
+
+    args = serve_parser().parse_args(argv)
+    logs.setup(args.log_format, args.verbose)
+    try:
+        settings, opts = serve_settings(args, dict(os.environ))
+        if settings.store is None and (
+            problem := writable_problem(settings.out_dir, settings.manifest_path)
+        ):
+            raise UsageError(problem)
+    except UsageError as exc:
+        log.error("rtk-export serve: %s", exc, extra={"event": "usage_error"})
+        return EXIT_STOPPED
+    try:
+        return anyio.run(serve, settings, opts, backend="asyncio")
+    except Locked as exc:
+        log.error("rtk-export serve: %s", exc, extra={"event": "locked", "pid": exc.pid})
+        return EXIT_LOCKED
+    except OSError as exc:
+        log.error("rtk-export serve: %s", exc.strerror or exc, extra={"event": "os_error"})
+        return EXIT_STOPPED

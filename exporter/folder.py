@@ -80,6 +80,9 @@ class FolderArchive:
         if self._units is not None:
             self._units.close()
 
+    def close(self) -> None:
+        return None  # nothing kept outside DIR
+
     def remove_stale(self) -> int:
         # Another process's temporary files may be downloads in flight: left for a later run.
         return 0 if self.others_working() else remove_stale_temps(self.out_dir)

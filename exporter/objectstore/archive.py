@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
@@ -21,7 +21,7 @@ from exporter.archive import OURS, remove_old_partials
 from exporter.errors import ExportError, FatalError
 from exporter.keyset import KeyIndex, key_of
 from exporter.manifest import Manifest
-from exporter.objectstore.client import Store, StoreError
+from exporter.objectstore.client import NotFound, Store, StoreError
 from exporter.objectstore.partials import partials_area, remove_empty_folders
 from exporter.objectstore.target import MANIFEST_FOLDER
 from exporter.objectstore.upload import (
@@ -50,8 +50,13 @@ class StoreArchive:
         make_manifest: Callable[[Store, Path], StoreManifest],
         read_state: Callable[[Store], Awaitable[StoreState]],
         part_size: int = PART_SIZE,
+        *,
+        serving: bool = False,
     ) -> None:
         self._store = store
+        # serve: a run that lasts for days beside replicas and export runs, so "is it there"
+        # asks the store each time, and only uploads a day old are taken for a killed run's.
+        self.serving = serving
         self.target = store.target
         self.part_size = part_size
         self.started = datetime.now(UTC)
@@ -79,7 +84,8 @@ class StoreArchive:
             await self.manifest.compact(self.tmp_dir)
 
     async def clean_up(self) -> int:
-        aborted = await abort_stale_uploads(self._store, self.started)
+        before = self.started - timedelta(days=1) if self.serving else self.started
+        aborted = await abort_stale_uploads(self._store, before)
         if aborted:
             log.info("aborted %d multipart upload(s) left by an interrupted run", aborted)
         return 0
@@ -89,8 +95,20 @@ class StoreArchive:
         one request per 1,000 objects instead of a HEAD per unit)."""
         if not isinstance(size, int):
             return False
+        if self.serving:
+            return await self._size_of(rel) == size
         sizes = await self._listed()
         return sizes.get(key_of(rel)) == size + 1
+
+    async def _size_of(self, rel: str) -> int | None:
+        key, c = self.target.key(rel), self._store.client
+        try:
+            head = await self._store.call(
+                f"HEAD {key}", lambda: c.head_object(Bucket=self._store.bucket, Key=key)
+            )
+        except NotFound:
+            return None
+        return int(head.get("ContentLength", -1))
 
     async def _listed(self) -> KeyIndex:
         async with self._listing:

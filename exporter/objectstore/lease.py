@@ -52,9 +52,11 @@ class Lease:
         run_id: str,
         seconds: float = DEFAULT_LEASE,
         clock: Callable[[], float] = time.time,
+        key: str | None = None,
     ) -> None:
         self._store = store
-        self.key = store.target.key(LOCK_NAME)
+        # The run's lock by default; serve's replicas take one per inbox item (its claim).
+        self.key = key or store.target.key(LOCK_NAME)
         self.run_id = run_id
         self.seconds = seconds
         self._clock = clock

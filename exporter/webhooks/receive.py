@@ -39,7 +39,7 @@ class Key(Protocol):
 
 def event_label(event: str | None) -> str:
     """A metric label: the documented events by name, anything else (hostile) as `other`."""
-    return event if event in _KNOWN_EVENTS else "other"
+    return event if event is not None and event in _KNOWN_EVENTS else "other"
 
 
 class Receiver:

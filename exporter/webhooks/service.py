@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
 from aiohttp import web
 
 from exporter.config import Settings
+from exporter.webhooks.destination import Destination, open_destination
 from exporter.webhooks.metrics import ServeMetrics, ServeReporter
 from exporter.webhooks.receive import Receiver
 from exporter.webhooks.server import Server
 from exporter.webhooks.signature import WebhookKey
-from exporter.webhooks.source import Inbox, InboxSource
+from exporter.webhooks.source import InboxSource
 
 if TYPE_CHECKING:
-    from exporter.archive import Archive
-    from exporter.manifest import Manifest
-    from exporter.serve import ServeOptions
+    from exporter.arguments import ServeOptions
 
 log = logging.getLogger("exporter.serve")
 
@@ -31,29 +29,25 @@ RESTART_AFTER = 5.0  # seconds before a run stopped by a fatal error (disk full)
 PRUNE_EVERY = 3600.0
 KEY_RETRY = (1.0, 60.0)  # first and longest wait between attempts to load the key
 
-Routes = Callable[[], Awaitable[Mapping[str, str]]]
+
+async def serve(settings: Settings, opts: ServeOptions) -> int:
+    """`rtk-export serve`, start to exit code; Locked if another serve holds the folder."""
+    async with open_destination(settings) as dest:
+        return await Service(settings, opts, dest).run()
 
 
 class Service:
     """One serve process: `await Service(...).run()` is its exit code."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        opts: ServeOptions,
-        inbox: Inbox,
-        make_archive: Callable[[], Archive],
-        routes: Routes,
-        make_manifest: Callable[[Archive], Manifest | None] = lambda archive: None,
-        poll: float = 5.0,
-    ) -> None:
+    def __init__(self, settings: Settings, opts: ServeOptions, dest: Destination) -> None:
         self.s = settings
         self.opts = opts
-        self.inbox = inbox
-        self._make_archive = make_archive
-        self._make_manifest = make_manifest
+        self.inbox = inbox = dest.inbox
+        self._make_archive = dest.make_archive
+        self._make_manifest = dest.make_manifest
+        routes = dest.routes
         kinds = frozenset(settings.pair_kinds)
-        self.source = InboxSource(inbox, kinds, poll=poll)
+        self.source = InboxSource(inbox, kinds, poll=dest.poll)
         self.key = WebhookKey(
             key_url=opts.key_url, pem_file=opts.key_file, timeouts=settings.timeouts
         )
@@ -85,24 +79,13 @@ class Service:
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; the exit code (143/130, or 2 if it cannot listen)."""
-        from exporter.cli import EXIT_STOPPED
-
         await self.receiver.load_routes()
         await self.inbox.prune()
         runner = web.AppRunner(self.server.app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.opts.host, self.opts.port, shutdown_timeout=1.0)
-            try:
-                await site.start()
-            except OSError as exc:
-                log.error(
-                    "rtk-export serve: cannot listen on %s:%d: %s",
-                    self.opts.host,
-                    self.opts.port,
-                    exc.strerror,
-                )
-                return EXIT_STOPPED
+            await site.start()  # an OSError (address in use) ends it: exit 2
             self.port = _port_of(site)
             log.info(
                 "listening on %s:%d for deliveries to /webhooks/realtimekit",
@@ -177,6 +160,7 @@ class Service:
                     result = await run.run()
                 finally:
                     self.exporting = False
+                    archive.close()
                 if result.fatal is None or self.server.closing:
                     return
                 log.error(
