@@ -25,7 +25,7 @@ POLL = 1.0  # seconds between listings of the shared inbox: other replicas' deli
 
 @asynccontextmanager
 async def open_store_destination(settings: Settings) -> AsyncIterator[Destination]:
-    from exporter.webhooks.registry import load_routes
+    from exporter.webhooks.routes import load_routes
 
     target = settings.store
     assert target is not None

@@ -42,7 +42,7 @@ async def open_destination(settings: Settings) -> AsyncIterator[Destination]:
     from exporter.lock import DirLock
     from exporter.runstate import RunState
     from exporter.webhooks.inbox import FolderInbox
-    from exporter.webhooks.registry import load_routes
+    from exporter.webhooks.routes import load_routes
 
     out = settings.out_dir
     routes_file = anyio.Path(out / WEBHOOKS_NAME)

@@ -144,9 +144,15 @@ class FolderInbox:
         return await anyio.to_thread.run_sync(_write_new, self.root / where, name, item.encode())
 
     def _probe(self) -> None:
+        # A page written, not just a name made: a full disk still has room for an empty file.
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-        os.close(fd)
-        os.unlink(tmp)
+        try:
+            data = memoryview(bytes(4096))
+            while data:  # a short write is a full disk's first answer, EFBIG/ENOSPC its next
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
 
     async def writable(self) -> bool:
         try:
