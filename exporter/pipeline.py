@@ -279,17 +279,9 @@ class Run:
 
     def _invalid(self, item: InvalidLine) -> None:
         self._result.invalid_lines += 1
-        log.warning(
-            "SESSIONS line %d: %s",
-            item.line,
-            item.reason,
-            extra={
-                "event": "invalid",
-                "line": item.line,
-                "app_id": item.app_id,
-                "session_id": item.session_id,
-            },
-        )
+        ids = {"app_id": item.app_id, "session_id": item.session_id}
+        extra = {"event": "invalid", "line": item.line, **ids}
+        log.warning("SESSIONS line %d: %s", item.line, item.reason, extra=extra)
         if self.s.dry_run:
             self.stats.counts[Status.INVALID] += 1
             return
@@ -331,9 +323,6 @@ class Run:
                 try:
                     rec = await self._unit(unit)
                     if rec is not None:
-                        if isinstance(unit, Minted):
-                            rec.source, rec.delivery_id = "webhook", unit.delivery_id
-                        self._finish(rec)
                         if self._source is not None and isinstance(unit, Minted):
                             await self._source.finished(unit, rec)
                         if rec.kind == "chat" and rec.status in DONE and self._media.attachments:
@@ -344,18 +333,24 @@ class Run:
             await self._media.drain(self._attachment)
 
     async def _unit(self, unit: Unit) -> Record | None:
-        """One unit's line (None: in a dry run, or recordings, which record their own),
-        held against any other process exporting into the same archive."""
+        """One unit, its line written (None: a dry run, or recordings, which write their
+        own), held against any other process on the archive until the line is written."""
         assert self._media is not None and self._export_unit is not None
         async with self._archive.hold(key_of(unit.app_id, unit.session_id, unit.kind)):
             if self._archive.shared:
                 self.manifest.refresh()  # what the other process recorded meanwhile
-            if unit.kind == "recording":
-                if isinstance(unit, Minted):
-                    return await self._media.delivered_recording(unit)
+            if unit.kind == "recording" and not isinstance(unit, Minted):
                 await self._media.recordings(unit, self._finish)
                 return None
-            return await self._export_unit(unit)
+            if isinstance(unit, Minted) and unit.kind == "recording":
+                rec: Record | None = await self._media.delivered_recording(unit)
+            else:
+                rec = await self._export_unit(unit)
+            if rec is not None:
+                if isinstance(unit, Minted):
+                    rec.source, rec.delivery_id = "webhook", unit.delivery_id
+                self._finish(rec)
+            return rec
 
     async def _attachment(self, att: Attachment) -> None:
         """One attachment unit, as a worker does any unit (deadline, fatal errors)."""

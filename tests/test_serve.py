@@ -7,13 +7,21 @@ from __future__ import annotations
 import json
 import resource
 import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from exporter.standin import CannedResponse, StandinConfig, StandinServer, standin_in_thread
+from exporter.standin import (
+    CannedResponse,
+    SessionSpec,
+    StandinConfig,
+    StandinServer,
+    standin_in_thread,
+)
 from tests.helpers import ACCOUNT, TOKEN, cli_env, manifest_lines
 from tests.webhooks import Serve, Signer, chat_synced, minted_chat, wait_until
 
@@ -289,3 +297,56 @@ def test_sigterm_mid_download_leaves_the_item_for_the_next_serve(
         wait_until(lambda: lines_of(out), what="the kept delivery exported")
         assert proc.stop() == 143
     assert lines_of(out)[0]["delivery_id"] == "d-term"
+
+
+def test_a_discovery_run_and_serve_on_one_folder_at_once(tmp_path: Path) -> None:
+    """The cron backstop beside serve: both work, every session's chat archived once as
+    served, every manifest line whole and valid, no temporary file left, and each unit
+    exported by one process only (the other finds it and skips it)."""
+    now = datetime.now(UTC)
+    sids = [f"s-both-{i:03d}" for i in range(150)]
+    catalogue = tuple(SessionSpec(APP, sid, now - timedelta(hours=2)) for sid in sids)
+    config = StandinConfig(token=TOKEN, account_id=ACCOUNT, sessions=catalogue)
+    with standin_in_thread(config) as srv:
+        signer, out = Signer(tmp_path), tmp_path / "out"
+        bodies = [delivered(srv, sid) for sid in sids]
+        with serve(srv, out, signer, "--concurrency", "4") as proc:
+            proc.wait_ready()
+            export = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    "--app",
+                    APP,
+                    "--since",
+                    "1d",
+                    "--out",
+                    str(out),
+                    "--concurrency",
+                    "4",
+                ],
+                env=cli_env(srv.base_url),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            # Once the export is under way, the deliveries from the other end of the list: the
+            # two meet in the middle, where both find units the other has just exported.
+            wait_until(lambda: len(lines_of(out)) >= 5, what="the export under way")
+            for i, raw in reversed(list(enumerate(bodies))):
+                assert proc.deliver(raw, signer.headers(raw, f"d-both-{i}")) == 200
+            _, err = export.communicate(timeout=60)
+            assert export.returncode == 0, err
+            wait_until(lambda: not inbox_files(out), what="the inbox drained")
+            assert proc.stop() == 143
+        lines = manifest_lines(out / "manifest.jsonl")  # every line parses
+        for sid in sids:
+            assert (out / APP / f"{sid}.csv").read_bytes() == srv.expected_body(APP, sid)
+            mine = [x for x in lines if x["session_id"] == sid]
+            assert {x["status"] for x in mine} <= {"exported", "skipped"}
+            assert sum(x["status"] == "exported" for x in mine) == 1, [
+                (x["status"], x.get("source"), x["run_id"], x["finished_at"]) for x in mine
+            ]
+            assert sum(x.get("source") == "webhook" for x in mine) == 1
+        assert not [p for p in out.rglob("*.part")]

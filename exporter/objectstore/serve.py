@@ -18,7 +18,7 @@ from exporter.objectstore.inbox import StoreInbox
 from exporter.objectstore.manifest import StoreManifest
 from exporter.objectstore.state import StoreState
 from exporter.stats import new_run_id
-from exporter.webhooks.destination import Destination
+from exporter.webhooks.source import Destination
 
 POLL = 1.0  # seconds between listings of the shared inbox: other replicas' deliveries
 

@@ -1,23 +1,27 @@
-"""serve's life, whatever the archive: the key loaded (not ready until it is), the web server
-up, the pipeline draining the inbox run after run, old delivery ids forgotten, and on
-SIGTERM/SIGINT the intake closed, units in flight given the grace, the rest left waiting."""
+"""serve's life, whatever the archive (opened once: a folder with its serve lock, so that a
+second serve exits 75; a bucket by exporter.objectstore.serve, the one lazy import of it): the
+key loaded (not ready until it is), the web server up, the pipeline draining the inbox run
+after run, old delivery ids forgotten, and on SIGTERM/SIGINT the intake closed, units in
+flight given the grace, the rest left waiting."""
 
 from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
 from aiohttp import web
 
+from exporter.archive import SERVE_LOCK_NAME, WEBHOOKS_NAME
 from exporter.config import Settings
-from exporter.webhooks.destination import Destination, open_destination
 from exporter.webhooks.metrics import ServeMetrics, ServeReporter
 from exporter.webhooks.receive import Receiver
 from exporter.webhooks.server import Server
 from exporter.webhooks.signature import WebhookKey
-from exporter.webhooks.source import InboxSource
+from exporter.webhooks.source import Destination, InboxSource
 
 if TYPE_CHECKING:
     from exporter.arguments import ServeOptions
@@ -28,6 +32,42 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 RESTART_AFTER = 5.0  # seconds before a run stopped by a fatal error (disk full) is made anew
 PRUNE_EVERY = 3600.0
 KEY_RETRY = (1.0, 60.0)  # first and longest wait between attempts to load the key
+
+
+@asynccontextmanager
+async def open_destination(settings: Settings) -> AsyncIterator[Destination]:
+    """Raises Locked (exit 75) for a folder another serve holds."""
+    if settings.store is not None:
+        from exporter.objectstore.serve import open_store_destination
+
+        async with open_store_destination(settings) as dest:
+            yield dest
+        return
+    from exporter.folder import FolderArchive
+    from exporter.lock import DirLock
+    from exporter.runstate import RunState
+    from exporter.webhooks.inbox import FolderInbox
+    from exporter.webhooks.routes import load_routes
+
+    out = settings.out_dir
+    routes_file = anyio.Path(out / WEBHOOKS_NAME)
+
+    async def routes() -> Mapping[str, str]:
+        try:
+            return load_routes(await routes_file.read_bytes())
+        except FileNotFoundError:
+            return {}
+
+    with DirLock(out, SERVE_LOCK_NAME):
+        inbox = FolderInbox(out)
+        await inbox.open()
+        yield Destination(
+            inbox=inbox,
+            make_archive=lambda: FolderArchive(out, RunState.load, role="serve"),
+            make_manifest=lambda archive: None,
+            routes=routes,
+            poll=5.0,
+        )
 
 
 async def serve(settings: Settings, opts: ServeOptions) -> int:

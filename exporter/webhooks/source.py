@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -16,6 +17,10 @@ from exporter.manifest import Record
 from exporter.sessions import Minted
 from exporter.webhooks.events import Rejected, WebhookUnit, parse_event
 from exporter.webhooks.inbox import REJECTED, Item
+
+if TYPE_CHECKING:
+    from exporter.archive import Archive
+    from exporter.manifest import Manifest
 
 log = logging.getLogger("exporter.serve")
 
@@ -48,6 +53,15 @@ class Inbox(Protocol):
     async def prune(self) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Destination:
+    inbox: Inbox
+    make_archive: Callable[[], Archive]  # a fresh one for every run serve makes
+    make_manifest: Callable[[Archive], Manifest | None]  # None: the folder's own manifest
+    routes: Callable[[], Awaitable[Mapping[str, str]]]  # webhook id -> app, as registered
+    poll: float  # seconds between listings of the inbox (other replicas' items)
+
+
 def minted(item: Item, unit: WebhookUnit) -> Minted:
     assert item.app_id is not None
     return Minted(
@@ -72,6 +86,10 @@ class InboxSource:
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
         self._busy: dict[str, int] = {}  # name -> units of it in flight
+        # Names finished lately: a notify() that comes after its item was listed and done
+        # must not take it again (bounded: older ones are gone from the inbox anyway).
+        self._finished: deque[str] = deque(maxlen=QUEUE_ROOM)
+        self._finished_set: set[str] = set()
         self._wake = anyio.Event()
         self._stopped = False
         self._relist = True
@@ -88,7 +106,7 @@ class InboxSource:
         self._wake.set()
 
     def _enqueue(self, name: str) -> None:
-        if name not in self._queued and name not in self._busy:
+        if name not in self._queued and name not in self._busy and name not in self._finished_set:
             self._queued.add(name)
             self._queue.append(name)
 
@@ -147,8 +165,12 @@ class InboxSource:
         if left > 0:
             self._busy[name] = left
             return
-        self._busy.pop(name, None)
         await self._inbox.done(name)
+        if len(self._finished) == self._finished.maxlen:
+            self._finished_set.discard(self._finished[0])
+        self._finished.append(name)
+        self._finished_set.add(name)
+        self._busy.pop(name, None)  # only now: a listing meanwhile must not take it again
 
     def abandoned(self) -> None:
         """Units in flight were cut off (shutdown): their items stay for the next serve."""
