@@ -153,10 +153,8 @@ def exit_code(result: RunResult) -> int:
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM outside the run's own signal watcher (start-up, the final reports).
-
-    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it.
-    """
+    """SIGINT or SIGTERM outside the run's own signal watcher (start-up, the final reports);
+    a BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -203,6 +201,10 @@ def _main(argv: list[str]) -> int:
         from exporter.render.command import main as render_main
 
         return render_main(argv[1:])
+    if argv[:1] == ["search"]:
+        from exporter.search.command import main as search_main
+
+        return search_main(argv[1:])
     args = build_parser().parse_args(argv)
     from exporter import logs
 
