@@ -225,5 +225,9 @@ def _search(index: SearchIndex, request: Request, as_json: bool) -> int:
     marks = new_marks()
     hits = index.search(request.match, request.filters, None if as_json else marks)
     mode = "json" if as_json else ("rich" if sys.stdout.isatty() else "plain")
-    print_hits(hits, sys.stdout, mode, marks)
+    try:
+        print_hits(hits, sys.stdout, mode, marks)
+    except BrokenPipeError:
+        # `| head` has read enough: no traceback, and none when Python flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_HITS if hits else EXIT_NONE

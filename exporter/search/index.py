@@ -5,6 +5,7 @@ plus a spread), so that "newest first" is FTS5's own rowid order and a LIMIT sto
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator
@@ -27,11 +28,16 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHO
 CREATE TABLE IF NOT EXISTS sessions(
     num INTEGER PRIMARY KEY, app TEXT NOT NULL, sid TEXT NOT NULL, fp TEXT,
     UNIQUE (app, sid));
+-- Display names apart (a few hundred for millions of hits), each with its folded form.
+CREATE TABLE IF NOT EXISTS people(
+    num INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, key TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hits(
     id INTEGER PRIMARY KEY, session INTEGER NOT NULL, kind INTEGER NOT NULL,
-    mid TEXT NOT NULL, author TEXT NOT NULL, author_key TEXT NOT NULL);
+    mid TEXT NOT NULL, author INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS hits_session ON hits(session);
-CREATE VIRTUAL TABLE IF NOT EXISTS words USING fts5(text, tokenize='{TOKENIZER}');
+-- columnsize=0: no per-row sizes, which only ranking (bm25) would read.
+CREATE VIRTUAL TABLE IF NOT EXISTS words USING fts5(
+    text, tokenize='{TOKENIZER}', columnsize=0);
 CREATE TEMP TABLE IF NOT EXISTS units(
     app TEXT NOT NULL, sid TEXT NOT NULL, kind TEXT NOT NULL, rel TEXT NOT NULL,
     sha TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (app, sid, kind)) WITHOUT ROWID;
@@ -76,6 +82,7 @@ class SearchIndex:
 
     def __init__(self, path: Path, owned: bool = True) -> None:
         self.path = path
+        self._people: dict[str, int] = {}  # display name -> its number in `people`
         try:
             self.db = self._open(owned)
         except NotAnIndex:
@@ -204,19 +211,18 @@ class SearchIndex:
 
     def put_session(self, app: str, sid: str, fp: str | None, rows: Iterable[Row]) -> int:
         """Replace the session's rows (inside a begin()/commit()); `fp` None marks it to be read
-        again next time (a damaged file). Rows are written as they come; an exception from
-        `rows` leaves the session as it was. The number of rows written."""
-        self.db.execute("SAVEPOINT session")
+        again next time. Rows are written as they come, in batches; an exception from `rows`
+        leaves the session with no rows, to be read again. The number of rows written."""
+        # No savepoints: FTS5 writes a segment at each, and merging thousands of tiny segments
+        # cost a third of a build.
+        num = self._session_num(app, sid)
+        self._drop_rows(num)
         try:
-            num = self._session_num(app, sid)
-            self._drop_rows(num)
             written = self._insert(num, app, sid, rows)
-            self.db.execute("UPDATE sessions SET fp = ? WHERE num = ?", (fp, num))
         except BaseException:
-            self.db.execute("ROLLBACK TO session")
-            self.db.execute("RELEASE session")
+            self.forget(app, sid)
             raise
-        self.db.execute("RELEASE session")
+        self.db.execute("UPDATE sessions SET fp = ? WHERE num = ?", (fp, num))
         return written
 
     def forget(self, app: str, sid: str) -> None:
@@ -232,61 +238,87 @@ class SearchIndex:
         ).fetchone()
         return int(row[0])
 
+    def _person(self, name: str) -> int:
+        num = self._people.get(name)
+        if num is None:
+            if len(self._people) > 100_000:
+                self._people.clear()  # bounded: names are looked up again
+            self.db.execute(
+                "INSERT OR IGNORE INTO people(name, key) VALUES (?, ?)", (name, fold(name))
+            )
+            row = self.db.execute("SELECT num FROM people WHERE name = ?", (name,)).fetchone()
+            num = self._people[name] = int(row[0])
+        return num
+
     def _drop_rows(self, num: int) -> None:
+        # Only when there are some: a DELETE on FTS5 flushes its pending writes (a segment),
+        # which for a session never indexed before is pure cost.
+        if (
+            self.db.execute("SELECT 1 FROM hits WHERE session = ? LIMIT 1", (num,)).fetchone()
+            is None
+        ):
+            return
         self.db.execute(
             "DELETE FROM words WHERE rowid IN (SELECT id FROM hits WHERE session = ?)", (num,)
         )
         self.db.execute("DELETE FROM hits WHERE session = ?", (num,))
 
     def _insert(self, num: int, app: str, sid: str, rows: Iterable[Row]) -> int:
-        folded: dict[str, str] = {}
-        hits: list[tuple[int, int, int, str, str, str]] = []
-        texts: list[tuple[int, str]] = []
+        batch: list[tuple[int, int, int, str, int, str]] = []
         written = 0
         for n, row in enumerate(rows):
-            key = folded.get(row.author)
-            if key is None:
-                key = folded[row.author] = fold(row.author)
             # The low bits spread hits of one millisecond; the same row gets the same id.
             low = zlib.crc32(f"{app}/{sid}/{row.kind}/{row.message_id}/{n}".encode()) & _LOW
             rowid = (_clamp_ms(row.ms) << _LOW_BITS) | low
-            hits.append((rowid, num, KINDS.index(row.kind), row.message_id, row.author, key))
-            texts.append((rowid, row.text))
-            if len(hits) >= _BATCH:
-                written += self._flush(hits, texts)
-        return written + self._flush(hits, texts)
+            kind = KINDS.index(row.kind)
+            batch.append((rowid, num, kind, row.message_id, self._person(row.author), row.text))
+            if len(batch) >= _BATCH:
+                written += self._flush(batch)
+        return written + self._flush(batch)
 
-    def _flush(
-        self, hits: list[tuple[int, int, int, str, str, str]], texts: list[tuple[int, str]]
-    ) -> int:
-        n = len(hits)
-        self.db.execute("SAVEPOINT batch")
-        try:
-            self.db.executemany("INSERT INTO hits VALUES (?, ?, ?, ?, ?, ?)", hits)
-            self.db.executemany("INSERT INTO words(rowid, text) VALUES (?, ?)", texts)
-        except sqlite3.IntegrityError:
-            # Two hits in the same millisecond with the same spread (rare): place them one by
-            # one, each at the next free id of its millisecond.
-            self.db.execute("ROLLBACK TO batch")
-            for hit, (_, text) in zip(hits, texts, strict=True):
-                self._insert_one(hit, text)
-        self.db.execute("RELEASE batch")
-        hits.clear()
-        texts.clear()
+    def _flush(self, batch: list[tuple[int, int, int, str, int, str]]) -> int:
+        ids = [b[0] for b in batch]
+        taken = {
+            int(i)
+            for (i,) in self.db.execute(
+                "SELECT id FROM hits WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            )
+        }
+        if taken or len(set(ids)) != len(ids):
+            batch[:] = self._spread(batch, taken)
+        self.db.executemany("INSERT INTO hits VALUES (?, ?, ?, ?, ?)", [b[:5] for b in batch])
+        self.db.executemany(
+            "INSERT INTO words(rowid, text) VALUES (?, ?)", [(b[0], b[5]) for b in batch]
+        )
+        n = len(batch)
+        batch.clear()
         return n
 
-    def _insert_one(self, hit: tuple[int, int, int, str, str, str], text: str) -> None:
-        rowid = hit[0]
-        base, low = rowid & ~_LOW, rowid & _LOW
-        for step in range(_LOW + 1):
-            candidate = base | ((low + step) & _LOW)
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO hits VALUES (?, ?, ?, ?, ?, ?)", (candidate, *hit[1:])
-            )
-            if cur.rowcount == 1:
-                self.db.execute("INSERT INTO words(rowid, text) VALUES (?, ?)", (candidate, text))
-                return
-        raise sqlite3.IntegrityError("more than a million hits in one millisecond")
+    def _spread(
+        self, batch: list[tuple[int, int, int, str, int, str]], taken: set[int]
+    ) -> list[tuple[int, int, int, str, int, str]]:
+        """Two hits of one millisecond with the same low bits (rare): the later one moves to
+        the next free id of its millisecond."""
+        out = []
+        for rowid, *rest in batch:
+            base, low = rowid & ~_LOW, rowid & _LOW
+            for step in range(_LOW + 1):
+                candidate = base | ((low + step) & _LOW)
+                if candidate in taken:
+                    continue
+                if (
+                    step
+                    and self.db.execute("SELECT 1 FROM hits WHERE id = ?", (candidate,)).fetchone()
+                ):
+                    taken.add(candidate)
+                    continue
+                break
+            else:
+                raise sqlite3.IntegrityError("more than a million hits in one millisecond")
+            taken.add(candidate)
+            out.append((candidate, *rest))
+        return out  # type: ignore[return-value]
 
     # -- searching -------------------------------------------------------------------------
 
@@ -306,7 +338,7 @@ class SearchIndex:
             where.append("s.app = ?")
             args.append(filters.app)
         if filters.author:
-            where.append("instr(h.author_key, ?) > 0")
+            where.append("h.author IN (SELECT num FROM people WHERE instr(key, ?) > 0)")
             args.append(filters.author)
         if marks is None:
             text = "words.text"
@@ -318,9 +350,9 @@ class SearchIndex:
             args = [*marks, *marks, *args]
         # CROSS JOIN keeps FTS5 the outer loop: its rowid order is the hits' time order.
         sql = (
-            f"SELECT words.rowid, s.app, s.sid, h.kind, h.mid, h.author, {text}"  # noqa: S608
+            f"SELECT words.rowid, s.app, s.sid, h.kind, h.mid, p.name, {text}"  # noqa: S608
             " FROM words CROSS JOIN hits h ON h.id = words.rowid"
-            " CROSS JOIN sessions s ON s.num = h.session"
+            " CROSS JOIN sessions s ON s.num = h.session CROSS JOIN people p ON p.num = h.author"
             f" WHERE {' AND '.join(where)} ORDER BY words.rowid DESC LIMIT ?"
         )
         out = []
