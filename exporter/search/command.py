@@ -155,7 +155,7 @@ def _open_store(
     from exporter.errors import FatalError
     from exporter.objectstore.client import open_store
     from exporter.objectstore.target import parse_target
-    from exporter.search.update import update_store
+    from exporter.search.bucket import update_store
 
     if args.manifest:
         raise SearchError("--manifest does not combine with s3://")
