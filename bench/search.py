@@ -85,6 +85,8 @@ def chat(
         when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + 9 * i))
         j = rng.randrange(len(pool) - 20)
         text = " ".join(pool[j : j + rng.randint(3, 20)])
+        if i % 499 == 0:
+            text += " the quarterly budget review"  # a phrase to find, in 0.2% of messages
         w.writerow(
             (f"{sid}-{i}", "p", sid, "m", rng.choice(people), "false", "false",
              "TEXT_MESSAGE", text, f"{when}.{i % 1000:03d}Z")
