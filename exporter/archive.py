@@ -38,6 +38,7 @@ SERVE_LOCK_NAME = f"{OURS}-serve.lock"
 UNITS_LOCK_NAME = f"{OURS}-units.lock"
 INBOX_NAME = f"{OURS}-inbox"
 WEBHOOKS_NAME = f"{OURS}-webhooks.json"  # `webhooks register`: webhook id -> app, for serve
+SEARCH_INDEX_NAME = f"{OURS}-search.sqlite"  # search's index, in DIR (verify passes it over)
 
 # Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
 _DISK_ERRNOS = {

@@ -91,6 +91,10 @@ def _main(argv: list[str]) -> int:
         return render.main(argv[1:])
     if argv[:1] == ["serve"]:
         return run_serve(argv[1:])
+    if argv[:1] == ["search"]:
+        from exporter.search import command as search
+
+        return search.main(argv[1:])
     args = build_parser().parse_args(argv)
     from exporter import logs
 

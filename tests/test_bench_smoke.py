@@ -58,3 +58,11 @@ def test_the_object_storage_benchmark_runs_on_a_few_pairs() -> None:
     out = _bench("bench.s3", "--pairs", "10", "--runs", "1", "--big-bytes", "0")
     assert "rtk-export --out s3://" in out
     assert "DIR + rclone / direct" in out
+
+
+def test_the_search_benchmark_runs_on_a_few_sessions() -> None:
+    """bench.search builds the index, runs its queries against rg -i, then updates it."""
+    out = _bench("bench.search", "--sessions", "20", "--messages", "10", "--runs", "2")
+    assert "index updated: 20 session(s) read" in out
+    assert "rg -i / search" in out
+    assert "index updated: 1 session(s) read, 0 removed" in out
