@@ -75,7 +75,9 @@ def test_a_delivery_is_archived_with_no_api_request(srv: StandinServer, tmp_path
     serve asked the API nothing (the one chat request is the test's, minting the URL)."""
     signer, out = Signer(tmp_path), tmp_path / "out"
     raw = delivered(srv, "s-one")
-    with serve(srv, out, signer) as proc:
+    query = urlsplit(json.loads(raw)["chatDownloadUrl"]).query
+    assert query  # the presigned part, a secret
+    with serve(srv, out, signer, "-v") as proc:
         proc.wait_ready()
         assert proc.deliver(raw, signer.headers(raw, "d-1")) == 200
         wait_until(lambda: lines_of(out), what="a manifest line")
@@ -86,6 +88,8 @@ def test_a_delivery_is_archived_with_no_api_request(srv: StandinServer, tmp_path
     assert (out / APP / "s-one.csv").read_bytes() == srv.expected_body(APP, "s-one")
     assert chat_api_requests(srv, "s-one") == 1
     assert inbox_files(out) == [] and len(inbox_files(out, "done")) == 1
+    assert query not in proc.log and TOKEN not in proc.log
+    assert query not in (out / "manifest.jsonl").read_text()
 
 
 def test_signature_and_request_checks(srv: StandinServer, tmp_path: Path) -> None:
