@@ -120,6 +120,13 @@ class SearchIndex:
                     return self._open(owned)
                 raise sqlite3.DatabaseError("an index of another version")
             db.executescript(_SCHEMA)
+            if not has_tables:
+                # Kept in the FTS5 table's config. A larger buffer of pending terms (default
+                # 1 MB) and merges of 8 segments (default 4): FTS5 inserts of 200,000 messages
+                # alone went from 1.59 to 0.69 CPU s, a whole build 4% faster (3.74 against
+                # 3.89 s, best of 3), peak RSS unchanged (42 MB).
+                db.execute("INSERT INTO words(words, rank) VALUES ('hashsize', 8388608)")
+                db.execute("INSERT INTO words(words, rank) VALUES ('automerge', 8)")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('program', ?)", (PROGRAM,))
             db.execute("SELECT count(*) FROM words WHERE rowid = 0").fetchone()  # readable?
