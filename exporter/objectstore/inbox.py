@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -166,7 +165,7 @@ class StoreInbox:
 
     # -- the background: claims renewed, items leaving -------------------------------------
 
-    async def keep(self, on_lost: Callable[[FatalError], None] | None = None) -> None:
+    async def keep(self) -> None:
         """Renew the claims held and let done items leave, until cancelled."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew_claims)

@@ -126,7 +126,7 @@ class Service:
         try:
             site = web.TCPSite(runner, self.opts.host, self.opts.port, shutdown_timeout=1.0)
             await site.start()  # an OSError (address in use) ends it: exit 2
-            self.port = _port_of(site)
+            self.port = int(runner.addresses[0][1])  # the port bound (--listen HOST:0)
             log.info(
                 "listening on %s:%d for deliveries to /webhooks/realtimekit",
                 self.opts.host,
@@ -218,10 +218,3 @@ class Service:
         while True:
             await anyio.sleep(PRUNE_EVERY)
             await self.inbox.prune()
-
-
-def _port_of(site: web.TCPSite) -> int:
-    """The port really bound (--listen HOST:0 asks the kernel for one)."""
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else 0
