@@ -33,6 +33,7 @@ TMP_SUFFIX = ".part"
 MANIFEST_NAME = "manifest.jsonl"
 STATE_NAME = f"{OURS}-state.json"
 LOCK_NAME = f"{OURS}.lock"
+PROBE_NAME = f"{OURS}-probe-"  # + a random tag: the object store's check of its conditions
 SITE_RECORD_NAME = f"{OURS}-site.sqlite"  # render's record, in SITE: marks a site folder
 
 # Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
