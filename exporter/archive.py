@@ -31,6 +31,7 @@ TMP_SUFFIX = ".part"
 MANIFEST_NAME = "manifest.jsonl"
 STATE_NAME = f"{OURS}-state.json"
 LOCK_NAME = f"{OURS}.lock"
+PROBE_NAME = f"{OURS}-probe-"  # + a random tag: the object store's check of its conditions
 SITE_RECORD_NAME = f"{OURS}-site.sqlite"  # render's record, in SITE: marks a site folder
 # `serve`: its lock (one serve per folder), the per-unit locks it shares with export runs,
 # and its inbox folder (one item per delivery; `done/`, `rejected/`, `unroutable/` inside).

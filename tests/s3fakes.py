@@ -1,7 +1,7 @@
 """A real S3 on loopback for the object-storage tests: moto's server (one per session, a fresh
 bucket per test), and a checking proxy of our own in front of it that refuses what R2 refuses
 (aws-chunked bodies, checksum trailers), checks Content-MD5 (moto does not), refuses unknown
-access keys, and on request answers 503 SlowDown or drops connections."""
+access keys, and on request answers 503 SlowDown, drops connections or strips headers."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ class ProxyRules:
     slow_down: int = 0  # answer the next N requests with 503 SlowDown
     drop: int = 0  # drop the connection of the next N requests (no answer)
     fail_all: bool = False  # 503 for everything (a store that stays down)
+    # Headers dropped before forwarding (a store that accepts and ignores conditions:
+    # {"If-None-Match", "If-Match"}); moto checks no signature, so the request still goes.
+    strip: frozenset[str] = frozenset()
+    unimplemented: frozenset[str] = frozenset()  # 501 NotImplemented to requests with these
     seen: list[dict[str, Any]] = field(default_factory=list)  # method, path, headers
     refused: list[str] = field(default_factory=list)  # why requests were refused
 
@@ -84,6 +88,9 @@ class CheckingProxy:
             return _error(
                 403, "InvalidAccessKeyId", "The access key ID you provided does not exist."
             )
+        if any(h.lower() in lower for h in self.rules.unimplemented):
+            self.rules.refused.append("unimplemented header")
+            return _error(501, "NotImplemented", "A header you provided is not implemented.")
         # R2: "NotImplemented: STREAMING-UNSIGNED-PAYLOAD-TRAILER not implemented".
         if (
             "aws-chunked" in lower.get("content-encoding", "")
@@ -103,7 +110,8 @@ class CheckingProxy:
                 self.rules.refused.append("bad content-md5")
                 return _error(400, "BadDigest", "The Content-MD5 you specified did not match.")
         assert self._session is not None
-        fwd = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+        dropped = {"host", "content-length"} | {h.lower() for h in self.rules.strip}
+        fwd = {k: v for k, v in headers.items() if k.lower() not in dropped}
         async with self._session.request(
             request.method, self.upstream + request.path_qs, headers=fwd, data=io.BytesIO(body)
         ) as resp:

@@ -13,6 +13,7 @@ retries are off (one attempt): ours count in the run's retries and honour its po
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -25,6 +26,7 @@ from aiobotocore.session import get_session
 from botocore import exceptions as bx
 from botocore.config import Config
 
+from exporter.archive import PROBE_NAME
 from exporter.config import RetryPolicy, Timeouts
 from exporter.errors import (
     ExportError,
@@ -84,6 +86,13 @@ class StoreDown(StoreError):
     """The store kept failing after every retry the policy allows."""
 
     kind = "store_down"
+
+
+class ConditionsIgnored(StoreError):
+    """The store accepts `If-None-Match` or `If-Match` and does not honour it: the lock, the
+    state and every claim would guard nothing, so the store is not used at all."""
+
+    kind = "store_conditions"
 
 
 class PreconditionFailed(PermanentError):
@@ -209,6 +218,59 @@ class Store:
             raise StoreError(f"the bucket {self.bucket!r} does not exist") from None
         except PermanentError as exc:
             raise StoreError(f"the bucket {self.bucket!r} cannot be used: {exc.message}") from None
+
+    @property
+    def endpoint(self) -> str:
+        """The URL requests go to (an endpoint carries no credentials: target.py refuses
+        any user or query in it)."""
+        return str(self.client.meta.endpoint_url)
+
+    async def check_conditions(self) -> None:
+        """ConditionsIgnored unless the store refuses the conditional PUTs it must refuse: a
+        new key of our own is written, then written again with `If-None-Match: *` and with
+        `If-Match` an ETag it cannot have (each must be a 412), then deleted: four requests."""
+        key = self.target.key(f"{PROBE_PREFIX}{secrets.token_hex(8)}")
+        await self.put(key, PROBE_BODY)
+        ignored: list[str] = []
+        try:
+            for header, cond in (
+                ("If-None-Match", {"IfNoneMatch": "*"}),
+                ("If-Match", {"IfMatch": _NO_SUCH_ETAG}),
+            ):
+                try:
+                    await self.put(key, PROBE_BODY, **cond)
+                except PreconditionFailed:
+                    continue
+                ignored.append(header)
+        except StoreError as exc:
+            if exc.http_status != 501:
+                raise
+            raise ConditionsIgnored(
+                f"the object store at {self.endpoint} does not implement conditional writes "
+                f"(NotImplemented to If-None-Match or If-Match): the lock cannot work there"
+            ) from None
+        finally:
+            await self._remove_probe(key)
+        if ignored:
+            raise ConditionsIgnored(
+                f"the object store at {self.endpoint} ignores {' and '.join(ignored)} on PUT "
+                f"(a conditional write that must be refused was accepted): the lock and the "
+                f"state would guard nothing there"
+            )
+
+    async def _remove_probe(self, key: str) -> None:
+        """Delete the probe; one left behind (the store down, a kill) is harmless."""
+        try:
+            await self.delete(key)
+        except ExportError as exc:
+            log.warning("the probe object %s could not be removed: %s", key, exc.message)
+
+
+# A key of the program's own (".rtk-export*": verify never calls it untracked), new for every
+# check, so that two runs checking at once never touch each other's.
+PROBE_PREFIX = PROBE_NAME
+PROBE_BODY = b"rtk-export: a check that this store honours conditional writes; safe to delete\n"
+_NO_SUCH_ETAG = '"00000000000000000000000000000000"'
 
 
 class _NoHiddenResends(AIOHTTPSession):  # type: ignore[misc]

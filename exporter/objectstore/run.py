@@ -1,6 +1,6 @@
-"""A run whose `--out` is a bucket: the store opened and checked (bucket, credentials) before
-any API request, the lease taken and kept, the pipeline run on the StoreArchive, the discovery
-state written back, and everything released, whatever happens."""
+"""A run whose `--out` is a bucket: the store opened and checked (bucket, credentials, conditional
+writes honoured) before any API request, the lease taken and kept, the pipeline run on the
+StoreArchive, the discovery state written back, and everything released, whatever happens."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ async def export_to_store(
             lease = Lease(store, run.run_id, settings.lock_lease)
             try:
                 await store.check_bucket()
+                await store.check_conditions()  # the lease below relies on them
                 await lease.acquire()
             except FatalError as exc:  # told once, by the command line, as the run's end
                 run._result.fatal = exc
