@@ -276,6 +276,10 @@ class Run:
                 self.stats.input_done = True
             except FatalError as exc:  # the input may call the API (discovery); disk full
                 self._stop(exc)
+            finally:  # a cancelled run closes the SESSIONS file now, not at garbage collection
+                if (close := getattr(items, "aclose", None)) is not None:
+                    with anyio.CancelScope(shield=True):
+                        await close()
 
     def _invalid(self, item: InvalidLine) -> None:
         self._result.invalid_lines += 1
