@@ -28,7 +28,13 @@ from exporter.errors import (
 from exporter.keyset import key_of
 from exporter.logs import unit_event
 from exporter.manifest import DONE, Manifest, Record, Status, record, unit_key
-from exporter.media_names import attachment_path, extension, id_problem, recording_path
+from exporter.media_names import (
+    attachment_path,
+    extension,
+    id_problem,
+    recorded_id,
+    recording_path,
+)
 from exporter.recordings import UPLOADED, Recording, RecordingsApi
 from exporter.resume import RecordingDownload
 from exporter.retry import Attempts, RetryHook, with_retries
@@ -132,7 +138,7 @@ class MediaExport:
     async def attachment(self, att: Attachment) -> Record:
         app, sid, mid = att.app_id, att.session_id, att.message_id
         if problem := id_problem(mid, "message id"):
-            return self._line(att, Status.FAILED, mid[:200], error=InvalidItem(problem))
+            return self._line(att, Status.FAILED, recorded_id(mid), error=InvalidItem(problem))
         link = att.payload.link
         if link is None:
             return self._line(
@@ -198,7 +204,7 @@ class MediaExport:
 
     async def _recording(self, unit: Unit, rec: Recording, listed: int) -> Record:
         if problem := id_problem(rec.id, "recording id"):
-            rid = rec.id[:200] if isinstance(rec.id, str) else None
+            rid = recorded_id(rec.id) if isinstance(rec.id, str) else None
             return self._line(unit, Status.FAILED, rid, listed, error=InvalidItem(problem))
         assert isinstance(rec.id, str)
         rid = rec.id

@@ -3,6 +3,7 @@ name there: an id or extension from an API answer or a chat row is used only if 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -17,6 +18,15 @@ def id_problem(value: object, what: str) -> str | None:
         shown = value[:60] if isinstance(value, str) else type(value).__name__
         return f"{what} {shown!r} is not 1 to 200 characters of [A-Za-z0-9_-]"
     return None
+
+
+def recorded_id(value: str) -> str:
+    """An id as a manifest line names it (spec, "Attachments and recordings"): as read up to
+    1,000 characters, else its first 100, `...` and the SHA-256 of the whole, so that two
+    different ids never share a line (a cut alone would let a long invalid id equal a valid one)."""
+    if len(value) <= 1000:
+        return value
+    return value[:100] + "..." + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def ext_of_name(name: object) -> str | None:

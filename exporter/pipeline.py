@@ -27,6 +27,7 @@ from exporter.folder import FolderArchive
 from exporter.keyset import KeySet, key_of
 from exporter.manifest import DONE, Manifest, Record, Status, record, unit_key
 from exporter.media import MediaExport
+from exporter.media_names import recorded_id
 from exporter.progress import QuietReporter, Reporter
 from exporter.ratelimit import Pacer
 from exporter.resume import MAX_AGE as PARTIAL_MAX_AGE
@@ -362,9 +363,9 @@ class Run:
         if self._past_deadline():
             self._result.left += 1
             return
-        key = key_of(att.app_id, att.session_id, unit_key("attachment", att.message_id))
+        item = unit_key("attachment", recorded_id(att.message_id))  # the line's own id
         try:
-            async with self._archive.hold(key):
+            async with self._archive.hold(key_of(att.app_id, att.session_id, item)):
                 if self._archive.shared:
                     self.manifest.refresh()
                 self._finish(await self._media.attachment(att))

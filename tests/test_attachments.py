@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from exporter.attachments import iter_attachments
+from exporter.media_names import recorded_id
 from exporter.standin import CannedResponse, StandinServer
 from tests.helpers import export, leftovers, make_settings, manifest_lines, write_sessions
 
@@ -71,7 +72,7 @@ async def test_every_payload_form_is_exported_once_then_skipped(standin, tmp_pat
         assert len(listed) == len(lines) >= 28
         forms = set()
         for att in listed:
-            line = lines[(att.session_id, att.message_id[:200])]
+            line = lines[(att.session_id, recorded_id(att.message_id))]
             if att.payload.link is None:
                 assert line["status"] == "unavailable" and line["path"] is None
             elif att.message_id.startswith(("..", "xxx")):
@@ -282,3 +283,31 @@ async def test_no_cookie_travels_between_links(standin, tmp_path: Path) -> None:
         assert len(host.seen) == 4
         assert all("Cookie" not in r.headers for r in host.seen)
     assert {v["status"] for v in lines.values()} == {"exported"}
+
+
+async def test_ids_are_recorded_exactly_so_no_two_rows_share_a_line(
+    standin, tmp_path: Path
+) -> None:
+    """A valid 200-character id and an invalid 201-character one with the same first 200
+    characters get two lines; an id of 1,000 characters is recorded whole, one of 1,001 as its
+    first 100, `...` and the SHA-256 of the whole."""
+    import hashlib
+
+    long = "a" * 1001
+    ids = ["a" * 200, "a" * 201, "b" * 1000, long]
+    async with standin() as server:
+        lines = await run_links(server, tmp_path, [(mid, "data:x") for mid in ids])
+    hashed = "a" * 100 + "..." + hashlib.sha256(long.encode()).hexdigest()
+    assert set(lines) == {"a" * 200, "a" * 201, "b" * 1000, hashed}
+    assert lines["a" * 200]["error"]["kind"] == "refused"  # type: ignore[index]
+    for mid in ("a" * 201, "b" * 1000, hashed):
+        assert lines[mid]["error"]["kind"] == "invalid"  # type: ignore[index]
+
+
+def test_recorded_id_bounds() -> None:
+    """The rule itself at its bounds, for any id (a recording's too): 1,000 kept, 1,001 hashed,
+    and two long ids differing only past character 100 stay apart."""
+    assert recorded_id("r" * 1000) == "r" * 1000
+    one, two = recorded_id("r" * 1001), recorded_id("r" * 1000 + "s")
+    assert one.startswith("r" * 100 + "...") and len(one) == 100 + 3 + 64
+    assert one != two
