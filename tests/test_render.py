@@ -121,6 +121,7 @@ def test_hostile_messages_are_shown_as_text_and_nothing_else(tmp_path: Path) -> 
         "ol",
         "li",
         "span",
+        "bdi",
         "time",
         "div",
         "pre",

@@ -203,3 +203,28 @@ async def test_the_filter_narrows_the_list_as_one_types(tmp_path: Path) -> None:
             and e["params"].get("entry", {}).get("level", "error") == "error"
         ]
         assert errors == []
+
+
+async def test_a_time_keeps_its_place_next_to_a_right_to_left_name(tmp_path: Path) -> None:
+    """Beside an Arabic or Hebrew name (and text) the time is one box to the right of the name,
+    as beside a Latin name: the names and texts are isolated, so bidi reordering stays inside."""
+    a = Archive(tmp_path / "dir")
+    stamp = "2026-11-20T10:04:30.000Z"
+    names = ("Ann Lee", "سارة 12", "דוד 7")
+    a.add_chat(APP, "rtl", [Msg(f"m{i}", n, f"{n} 42", stamp) for i, n in enumerate(names)])
+    site = tmp_path / "site"
+    render_site(a.root, a.manifest, site)
+    async with browser(tmp_path / "profile") as b:
+        tab = await b.new_tab()
+        await tab.navigate((site / APP / "rtl.html").as_uri())
+        boxes = await tab.eval(
+            "[...document.querySelectorAll('li.msg')].map(li => {"
+            " const w = li.querySelector('.who').getBoundingClientRect();"
+            " const t = li.querySelector('time');"
+            " return [t.getClientRects().length, t.getBoundingClientRect().left - w.right,"
+            " t.textContent]; })"
+        )
+    assert len(boxes) == 3
+    for fragments, gap, _ in boxes:
+        assert fragments == 1 and gap >= 0, boxes
+    assert len({text for _, _, text in boxes}) == 1
