@@ -228,3 +228,33 @@ async def test_a_time_keeps_its_place_next_to_a_right_to_left_name(tmp_path: Pat
     for fragments, gap, _ in boxes:
         assert fragments == 1 and gap >= 0, boxes
     assert len({text for _, _, text in boxes}) == 1
+
+
+async def test_the_filter_finds_every_word_folded_as_search_does(tmp_path: Path) -> None:
+    """A word after 1,500 others of its session and an accented word typed without its accents
+    (or in capitals) are found: the filter searches every word, folded as `search` does."""
+    a = Archive(tmp_path / "dir")
+    filler = " ".join(f"w{i}" for i in range(1500))
+    simple_session(a, APP, "long", 0, filler, "the lastword here")
+    simple_session(a, APP, "accent", 5, "mon Résumé final")
+    simple_session(a, APP, "other", 9, "nothing of note")
+    site = tmp_path / "site"
+    render_site(a.root, a.manifest, site)
+    visible = (
+        "[...document.querySelectorAll('li.session')].filter(li => !li.hidden)"
+        ".map(li => li.querySelector('a').getAttribute('href'))"
+    )
+    async with browser(tmp_path / "profile") as b:
+        tab = await b.new_tab()
+        await tab.navigate((site / "index.html").as_uri())
+        assert len(await tab.eval(visible)) == 3
+        for typed, expected in (
+            ("lastword", [f"{APP}/long.html"]),
+            ("w1499", [f"{APP}/long.html"]),
+            ("resume", [f"{APP}/accent.html"]),
+            ("RÉSUMÉ", [f"{APP}/accent.html"]),
+        ):
+            await tab.eval("(() => { const f = document.getElementById('filter');"
+                           " f.value = ''; f.focus(); })()")  # fmt: skip
+            await tab.send("Input.insertText", text=typed)
+            assert await tab.eval(visible) == expected, typed

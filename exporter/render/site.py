@@ -19,7 +19,15 @@ from exporter.manifest import Manifest
 from exporter.render import pages
 from exporter.render.chat import Damaged, read_messages
 from exporter.render.record import ITEM_FOLDERS, RenderRecord, Row, Unit
-from exporter.render.views import LINKABLE, Views, href, inside, read_text, relative_root
+from exporter.render.views import (
+    LINKABLE,
+    Views,
+    filter_fold,
+    href,
+    inside,
+    read_text,
+    relative_root,
+)
 
 PAGE_SIZE = 1000  # sessions on one index page
 _COMMIT_EVERY = 200
@@ -160,7 +168,7 @@ def render_session(
         if n:
             kinds.append(f"{n} {what}{'' if n == 1 else 's'}")
     stats = views.stats
-    words = " ".join((sid.lower(), *(n.lower() for n in stats.names), *stats.words))
+    words = " ".join((sid.lower(), *map(filter_fold, stats.names), *stats.words))
     return Row(app, sid, start, list(stats.names), stats.count, ", ".join(kinds), words)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -76,8 +77,7 @@ LINKABLE = frozenset(
         ),
     }
 )
-MAX_WORDS = 1000  # distinct words a session gives the filter (bounds an index page's size)
-_WORD = re.compile(r"\w{2,40}")
+_WORD = re.compile(r"\w+")
 _CHUNK = 64 * 1024
 
 
@@ -124,12 +124,16 @@ class Stats:
     words: dict[str, None] = field(default_factory=dict)
 
     def add_words(self, text: str) -> None:
-        if len(self.words) >= MAX_WORDS:
-            return
-        for word in _WORD.findall(text.lower()):
+        # Every word, as `search` finds them (no cut: the filter must not search a subset).
+        for word in _WORD.findall(filter_fold(text)):
             self.words[word] = None
-            if len(self.words) >= MAX_WORDS:
-                return
+
+
+def filter_fold(text: str) -> str:
+    """The filter's folding, done the same way in filter.js and close to FTS5's unicode61
+    remove_diacritics: compatibility forms unified, marks dropped, lower case."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
 
 
 def show_time(m: Message) -> tuple[str, str | None]:

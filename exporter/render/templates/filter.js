@@ -7,7 +7,9 @@
   function apply() {
     // Split as the index's words were (letters, digits, underscore), so that typing
     // "O'Brien" or a hyphenated session id finds what the index holds.
-    var terms = box.value.toLowerCase().split(/[^\p{L}\p{N}\p{M}_]+/u).filter(Boolean);
+    // Folded as the index's words were (views.filter_fold): "resume" finds "Résumé".
+    var folded = box.value.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase();
+    var terms = folded.split(/[^\p{L}\p{N}\p{M}_]+/u).filter(Boolean);
     var n = 0;
     for (var i = 0; i < rows.length; i++) {
       var hay = data[i] || "";
