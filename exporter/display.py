@@ -7,9 +7,10 @@ line of its own whatever the run waits on, counting down.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -73,7 +74,9 @@ class RichReporter:
 
         pace = Pace()
         start = time.monotonic()
+        stderr = sys.stderr
         with Live(View(), console=self.console, auto_refresh=False, transient=False) as live:
+            moved = _log_through(stderr, sys.stderr)
             try:
                 while True:
                     now = time.monotonic()
@@ -109,6 +112,25 @@ class RichReporter:
                     f"retries {stats.retries}"
                 )
                 progress.update(task, completed=done, total=total_of(stats), info=info)
+                for handler in moved:
+                    handler.setStream(stderr)
+
+
+def _log_through(stderr: object, proxy: object) -> list[logging.StreamHandler[Any]]:
+    """Point the log's handlers on standard error at the stream Live put in its place, which
+    prints each line above the display: the handler kept the real stream, so a line written
+    straight to it landed inside the bar's line. Nothing moves when Live redirected nothing
+    (not a terminal)."""
+    if proxy is stderr:
+        return []
+    moved = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and h.stream is stderr
+    ]
+    for handler in moved:
+        handler.setStream(proxy)
+    return moved
 
 
 def reporter_for(output: Output) -> Reporter:

@@ -134,3 +134,26 @@ def test_the_last_frame_shows_the_run_done_with_no_eta(live, tmp_path: Path) -> 
     assert code == 0, last
     bar = next(line for line in last.splitlines() if line.startswith("export"))
     assert "3/3" in bar and " in " in bar and "ETA" not in bar, bar
+
+
+def test_log_lines_go_above_the_display_never_into_its_line(live, tmp_path: Path) -> None:
+    """A log line printed while the bar is drawn (a 429's retry) stands on its own line above
+    the bar, on every redraw and in the last screen."""
+    sessions = write_sessions(tmp_path / "s.txt", pairs(4))
+    app, sid = pairs(4)[1]
+    live.script(live.api_path(app, sid, "chat"), CannedResponse(429, headers={"Retry-After": "1"}))
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (?:INFO|WARNING)"
+    code, seen, last = watch(
+        [str(sessions), "--out", str(tmp_path / "o"), "--progress", "always"],
+        cli_env(live.base_url),
+        rf"{stamp}|export ",
+    )
+    assert code == 0, last
+    lines = last.splitlines()
+    retried = [i for i, line in enumerate(lines) if re.search(stamp + " retry 1 of", line)]
+    bars = [i for i, line in enumerate(lines) if line.startswith("export ")]
+    assert len(retried) == 1 and len(bars) == 1, last
+    assert retried[0] < bars[0], last  # above it (the summary comes after the display ends)
+    for _, m in seen:  # and never sharing the bar's line
+        assert not (m.group(0).startswith("export") and re.search(stamp, m.string)), m.string
+        assert not (re.search(stamp, m.string) and "━" in m.string), m.string
