@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "test"
@@ -14,8 +15,8 @@ def bare_path(tmp_path: Path, keep: tuple[str, ...], fakes: dict[str, str]) -> s
     """A PATH holding only the named tools (links to the real ones) and small fake scripts."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in keep:
-        real = shutil.which(name)
+    for name in keep:  # python3: this interpreter (a pyenv shim would need pyenv on PATH)
+        real = os.path.realpath(sys.executable) if name == "python3" else shutil.which(name)
         assert real is not None, name
         (bin_dir / name).symlink_to(real)
     for name, body in fakes.items():
@@ -34,7 +35,7 @@ def run(path: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_check_names_each_missing_package(tmp_path: Path) -> None:
     """With rclone and rg off PATH, --check exits 1 naming exactly those packages."""
-    path = bare_path(tmp_path, ("dirname", "curl"), {})
+    path = bare_path(tmp_path, ("dirname", "curl", "python3"), {})
     done = run(path, "--check")
     assert done.returncode == 1
     assert done.stdout.strip().endswith("missing Debian packages: rclone ripgrep")
@@ -44,8 +45,10 @@ def test_without_root_or_sudo_one_line_says_what_to_install_and_nothing_is_done(
     tmp_path: Path,
 ) -> None:
     """Not root and no sudo: exit 2 with one line naming the apt-get command, before any venv
-    or pip step (no python3 on PATH, so reaching one would fail differently)."""
-    path = bare_path(tmp_path, ("dirname", "curl"), {"id": "echo 1000", "apt-get": "exit 99"})
+    or pip step (no .venv is made: the test would see it in the checkout otherwise)."""
+    path = bare_path(
+        tmp_path, ("dirname", "curl", "python3"), {"id": "echo 1000", "apt-get": "exit 99"}
+    )
     done = run(path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
