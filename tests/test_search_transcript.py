@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from exporter.search.transcript import Malformed, parse, when
 from exporter.standin import StandinConfig
 from exporter.standin.content import expected_body
+from exporter.transcript import Malformed, parse, when
 
 CONFIG = StandinConfig(token="t", account_id="a")
 
@@ -90,3 +90,15 @@ def test_starts_in_every_spelling() -> None:
 def test_a_damaged_transcript_says_why(fmt: str, data: bytes, why: str) -> None:
     with pytest.raises(Malformed, match=why):
         parse(data, fmt)
+
+
+def test_srt_cues_a_missing_blank_line_ran_together_are_two_utterances() -> None:
+    """The `srt` library splits them at the second cue's number and time line."""
+    data = (
+        b"1\r\n00:00:01,000 --> 00:00:02,000\r\nAna: hi\r\n"
+        b"2\r\n00:01:03,250 --> 00:01:04,000\r\nBo: there\r\nand back\r\n\r\n"
+    )
+    assert [(u.ident, u.speaker, u.text, u.offset) for u in parse(data, "srt")] == [
+        ("1", "Ana", "hi", 1.0),
+        ("2", "Bo", "there\nand back", 63.25),
+    ]

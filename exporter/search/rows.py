@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from exporter.render.chat import REQUIRED, Damaged, HashingReader, payload_link
-from exporter.search import transcript
+from exporter import transcript
 
 KINDS = ("chat", "transcript")
 _MAX_TRANSCRIPT = 256 * 1024 * 1024  # read whole: a transcript of days is a few MB

@@ -1,5 +1,6 @@
 """A transcript as archived (CSV, JSON, VTT, SRT) -> utterances: speaker, start (an offset from
-the session's start, or a time where the file gives one) and text. Pure; Malformed on damage."""
+the session's start, or a time where the file gives one) and text. Pure; Malformed on damage.
+Shared by search (its index rows) and render (a transcript shown as a conversation)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import srt
 
 FORMATS = ("csv", "json", "vtt", "srt")
 # Column and key names, first found wins: the stand-in's, then the usual spellings.
@@ -49,8 +52,10 @@ def parse(data: bytes, fmt: str) -> list[Utterance]:
         return list(_from_records(_csv_records(text)))
     if fmt == "json":
         return list(_from_records(_json_records(text)))
-    if fmt in ("vtt", "srt"):
-        return list(_cues(text, vtt=fmt == "vtt"))
+    if fmt == "vtt":
+        return list(_cues(text, vtt=True))
+    if fmt == "srt":
+        return _srt(text)
     raise Malformed(f"has a format this program does not read ({fmt[:20]!r})")
 
 
@@ -169,6 +174,23 @@ def _cues(text: str, vtt: bool) -> Iterator[Utterance]:
         body = "\n".join(lines[at + 1 :])
         speaker, said = _vtt_voice(body) if vtt else _srt_speaker(body)
         yield Utterance(ident, speaker, said, offset, None)
+
+
+def _srt(text: str) -> list[Utterance]:
+    """SRT by the `srt` library, which also splits cues a missing blank line ran together;
+    when it refuses, our own reading of the blocks says why in words."""
+    try:
+        cues = list(srt.parse(text))
+    except srt.SRTParseError:
+        list(_cues(text, vtt=False))  # raises Malformed naming the block at fault
+        raise Malformed("is not a readable SRT file") from None
+    out = []
+    for n, cue in enumerate(cues, start=1):
+        speaker, said = _srt_speaker(cue.content.strip("\n"))
+        offset = _seconds(cue.start.total_seconds())[0]
+        ident = str(cue.index if cue.index is not None else n)
+        out.append(Utterance(ident, speaker, said, offset, None))
+    return out
 
 
 def _vtt_voice(body: str) -> tuple[str, str]:
