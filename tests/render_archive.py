@@ -140,8 +140,8 @@ class Archive:
         self._store(app, session, "chat", f"{app}/{session}.csv", body)
         return self.root / app / f"{session}.csv"
 
-    def add_text(self, app: str, session: str, kind: str, body: str) -> None:
-        name = f"{session}.transcript.csv" if kind == "transcript" else f"{session}.summary.txt"
+    def add_text(self, app: str, session: str, kind: str, body: str, fmt: str = "csv") -> None:
+        name = f"{session}.transcript.{fmt}" if kind == "transcript" else f"{session}.summary.txt"
         self._store(app, session, kind, f"{app}/{name}", body.encode())
 
     def add_attachment(self, app: str, session: str, message_id: str, ext: str, body: bytes) -> str:

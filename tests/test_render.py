@@ -451,7 +451,7 @@ def test_a_changed_transcript_or_a_missing_chat_is_named_by_its_path(tmp_path: P
 def test_an_exported_archive_renders_whole_and_stays_verified(tmp_path: Path) -> None:
     """After a real export (the demo, against the stand-in, with transcripts and summaries),
     every archived session has a page holding each message's name and text (read here with
-    the csv module) and its transcript and summary; verify still passes."""
+    the csv module), its transcript's speakers and texts, and its summary; verify still passes."""
     out = tmp_path / "archive"
     demo = subprocess.run(
         [sys.executable, "-m", "exporter", "demo", "--discover", "--out", str(out)],
@@ -473,11 +473,18 @@ def test_an_exported_archive_renders_whole_and_stays_verified(tmp_path: Path) ->
                 assert row["displayName"] in text
                 if row["payloadType"] == "TEXT_MESSAGE":
                     assert row["payload"] in text
-        for kind in ("transcript", "summary"):
-            extra = latest.get((doc["app_id"], doc["session_id"], kind))
-            if extra and extra["path"]:
-                body = (out / extra["path"]).read_text(encoding="utf-8")
-                assert body.replace("\r\n", "\n") in text.replace("\r\n", "\n")
+        summary = latest.get((doc["app_id"], doc["session_id"], "summary"))
+        if summary and summary["path"]:
+            body = (out / summary["path"]).read_text(encoding="utf-8")
+            assert body.replace("\r\n", "\n") in text.replace("\r\n", "\n")
+        talk = latest.get((doc["app_id"], doc["session_id"], "transcript"))
+        if talk and talk["path"]:
+            # Shown as a conversation: each utterance's speaker and text (the demo's are CSV).
+            assert talk["path"].endswith(".csv"), talk["path"]
+            with open(out / talk["path"], encoding="utf-8", newline="") as fh:
+                for row in csv.DictReader(fh):
+                    assert row["displayName"] in text
+                    assert row["transcript"].replace("\r\n", "\n") in text.replace("\r\n", "\n")
     verify = subprocess.run(
         [sys.executable, "-m", "exporter", "verify", str(out)],
         capture_output=True, text=True, timeout=60, check=False,

@@ -18,7 +18,8 @@ from exporter.sessions import app_id_problem, session_id_problem
 
 # Bump when what a page shows changes in code (template changes are seen by their digest):
 # every page is then rendered again.
-RENDER_VERSION = "3"  # 2: recordings listed; 3: every word of a session, folded, for the filter
+# 2: recordings listed; 3: every word, folded, for the filter; 4: transcripts as conversations
+RENDER_VERSION = "4"
 KINDS = ("chat", "transcript", "summary", "attachment", "recording")
 # The kinds a session has several of, and the folder of each: their units are told apart by
 # the item's id (a message id, a recording id).

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from exporter.archive import SITE_RECORD_NAME, is_temp_name
 from exporter.manifest import Manifest
-from exporter.render import pages
+from exporter.render import conversation, pages
 from exporter.render.chat import Damaged, read_messages
 from exporter.render.record import ITEM_FOLDERS, RenderRecord, Row, Unit
 from exporter.render.views import (
@@ -135,10 +135,22 @@ def render_session(
         start = views.stats.start
         if first is not None:
             messages = _chain(first, messages)
+    talk = by_kind.get("transcript")
+    said = None
+    if talk is not None:
+        try:
+            said = conversation.read(out_dir / talk.path, talk.path, talk.sha256, talk.size)
+        except Damaged as exc:
+            raise SessionDamaged(talk.path, str(exc)) from None
+        if said.raw is not None:
+            said.raw = _named(talk.path, said.raw)
     extras = [
-        {"title": title, "chunks": _named(x.path, read_text(out_dir / x.path, x.sha256, x.size))}
-        for kind, title in (("transcript", "Transcript"), ("summary", "Summary"))
-        if (x := by_kind.get(kind)) is not None
+        {
+            "title": "Summary",
+            "chunks": _named(x.path, read_text(out_dir / x.path, x.sha256, x.size)),
+        }
+        for x in (by_kind.get("summary"),)
+        if x is not None
     ]
     files = [
         {"href": href(to_dir, f.path), "label": f"{kind} ({f.path.rsplit('/', 1)[-1]})"}
@@ -158,6 +170,9 @@ def render_session(
         "chat": chat is not None,
         "messages": messages,
         "stats": views.stats,
+        "transcript": said,
+        "transcript_href": href(to_dir, talk.path) if talk and _linkable(talk.path) else None,
+        "transcript_name": talk.path.rsplit("/", 1)[-1] if talk is not None else "",
         "extras": extras,
         "files": files,
         "index_href": "../index.html",

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from exporter.render.chat import REQUIRED, Damaged, HashingReader, payload_link
 from exporter import transcript
+from exporter.render.chat import REQUIRED, Damaged, HashingReader, payload_link
 
 KINDS = ("chat", "transcript")
 _MAX_TRANSCRIPT = 256 * 1024 * 1024  # read whole: a transcript of days is a few MB
