@@ -4,6 +4,7 @@ ignore the filter, and downloads that resume (a dropped connection, a later run)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -237,3 +238,33 @@ async def test_a_206_that_does_not_continue_the_partial_starts_again(
     (line,) = [x for x in recording_lines(tmp_path / "out") if x["status"] == "exported"]
     assert line["sha256"] == media.digest(rec.id)[1]
     assert result.stats.retries == 1
+
+
+async def test_each_recording_id_is_recorded_exactly(standin, tmp_path: Path) -> None:
+    """A 201-character invalid recording_id is recorded whole, apart from a valid
+    200-character one; 1,000 characters are kept, longer ids become head, `...` and SHA-256;
+    a rerun skips the valid one with no download."""
+    valid, longer = "r" * 200, "r" * 201
+    kept, over, over2 = "s" * 1000, "s" * 1001, "s" * 1000 + "t"
+    ids = (valid, longer, kept, over, over2)
+    digest = {v: v[:100] + "..." + hashlib.sha256(v.encode()).hexdigest() for v in (over, over2)}
+    want = {valid, longer, kept, *digest.values()}
+    async with standin(
+        recording_statuses=("UPLOADED",) * len(ids), recording_ids=ids, recording_bytes=5000
+    ) as server:
+        settings = settings_for(server, tmp_path)
+        result = await export(settings)
+        lines = {x["recording_id"]: x for x in recording_lines(tmp_path / "out")}
+        assert set(lines) == want and result.stats.counts == {"exported": 1, "failed": 4}
+        assert lines[valid]["status"] == "exported"
+        stored = tmp_path / "out" / str(lines[valid]["path"])
+        assert stored.read_bytes() == server.state.media.body(valid)
+        for rid in want - {valid}:
+            assert lines[rid]["status"] == "failed" and lines[rid]["path"] is None
+            assert lines[rid]["error"]["kind"] == "invalid"  # type: ignore[index]
+        files = len(server.state.records("recording"))
+        again = await export(settings)
+        assert len(server.state.records("recording")) == files
+    assert again.stats.counts == {"skipped": 1, "failed": 4}
+    later = recording_lines(tmp_path / "out")[len(ids) :]
+    assert {x["recording_id"] for x in later} == want

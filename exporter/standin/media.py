@@ -128,14 +128,19 @@ class Media:
         if key not in self._by_session:
             found = []
             for i, status in enumerate(self.config.recording_statuses):
-                rid = str(
-                    uuid.uuid5(uuid.NAMESPACE_URL, f"rtk-standin/rec/{app_id}/{session_id}/{i}")
-                )
+                rid = self._recording_id(app_id, session_id, i)
+                if rid in self.recordings:
+                    raise ValueError(f"recording id {rid[:40]!r} given to a second session")
                 rec = RecordingState(rid, app_id, session_id, status, self.config.recording_bytes)
                 self.recordings[rid] = rec
                 found.append(rec)
             self._by_session[key] = found
         return self._by_session[key]
+
+    def _recording_id(self, app_id: str, session_id: str, i: int) -> str:
+        if self.config.recording_ids:
+            return self.config.recording_ids[i]
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"rtk-standin/rec/{app_id}/{session_id}/{i}"))
 
     def chunks(self, rec: RecordingState, start: int, size: int = 64 * 1024) -> Iterator[bytes]:
         rng = random.Random(f"{self.config.seed}:{rec.id}:{rec.version}")  # noqa: S311

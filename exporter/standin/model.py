@@ -167,6 +167,9 @@ class StandinConfig:
     attachment_odd_ids: bool = False
     attachment_bytes: int | None = None  # each attachment's size (None: 500-6500 bytes)
     recording_statuses: tuple[str, ...] = ()  # each session's recordings, by status
+    # Their ids, in the same order, instead of made-up UUIDs (odd ones too: an id is what the
+    # API says). Ids name one recording of the stand-in: meant for a one-session test.
+    recording_ids: tuple[str, ...] = ()
     recording_bytes: int = 256 * 1024
     recordings_ignore_filter: bool = False  # the list ignores meeting_id, as it may
     recordings_omit_session_id: bool = False  # the list leaves session_id out
@@ -182,6 +185,8 @@ class StandinConfig:
             raise ValueError("rate_limit needs N >= 1 and W > 0")
         if self.attachments and self.chat_bytes is not None:
             raise ValueError("attachments and chat_bytes do not combine")
+        if self.recording_ids and len(self.recording_ids) != len(self.recording_statuses):
+            raise ValueError("recording_ids needs one id for each of recording_statuses")
 
 
 @dataclass(frozen=True)
