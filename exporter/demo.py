@@ -71,10 +71,11 @@ def main(argv: Sequence[str], run_export: RunExport) -> int:
         faults=FaultRates(api_5xx=0.15, download_expired=0.15, download_truncate=0.1),
         retry_after=1,
         # Attachments in every payload form, and two recordings a session: one uploaded, one
-        # still being recorded (unavailable, looked at again by the next run).
+        # still being recorded (unavailable, looked at again by the next run). Pictures, the
+        # PDF and the uploaded recording are real files: the rendered site shows and plays them.
         attachments=6,
         recording_statuses=("UPLOADED", "RECORDING"),
-        recording_bytes=1 << 20,
+        recording_media=True,
     )
     with standin_in_thread(config) as server:
         log.info("local RealtimeKit stand-in listening at %s", server.base_url)

@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -33,6 +35,15 @@ RECORDING_PREFIX = "/recording-files"
 RECORDING_STATUSES = ("INVOKED", "RECORDING", "UPLOADING", "UPLOADED", "ERRORED", "PAUSED")
 _PERIOD = 65521  # recording bytes repeat with a prime period: a misplaced resume shows
 _FORMS = 6  # payload forms, cycled over a session's attachment rows
+# Real files (standin/data/), so that a rendered archive shows pictures that decode and a PDF
+# that opens: by the attachment link's extension (the PDF's link ends in .bin).
+_REAL_ATTACHMENTS = {".jpg": "photo.jpg", ".gif": "picture.gif", ".bin": "report.pdf"}
+
+
+@cache
+def data_file(name: str) -> bytes:
+    """One of the stand-in's own media files (package data)."""
+    return (resources.files(__package__) / "data" / name).read_bytes()
 
 
 @dataclass
@@ -45,6 +56,11 @@ class RecordingState:
     status: str
     size: int
     version: int = 0
+    real: bool = False  # the packaged WebM, not seeded bytes (`change()` keeps its bytes)
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.id}.webm" if self.real else f"{self.id}.mp4"
 
     @property
     def meeting_id(self) -> str:
@@ -111,13 +127,20 @@ class Media:
     def attachment_size(self, name: str) -> int:
         if self.config.attachment_bytes is not None:
             return self.config.attachment_bytes
+        real = _REAL_ATTACHMENTS.get(name[name.rfind(".") :] if "." in name else "")
+        if real is not None:
+            return len(data_file(real))
         return 500 + int(hashlib.sha256(name.encode()).hexdigest()[:6], 16) % 6000
 
     def attachment_body(self, app_id: str, session_id: str, name: str) -> bytes:
         """The file behind an attachment link (any name: the seeded chat rows make up their own)."""
         rng = random.Random(f"{self.config.seed}:{app_id}:{session_id}:att:{name}")  # noqa: S311
-        if name.endswith(".png") and self.config.attachment_bytes is None:
-            return _png(rng)  # a real picture, so that a rendered archive shows one
+        if self.config.attachment_bytes is None:
+            if name.endswith(".png"):
+                return _png(rng)  # a real picture, seeded: each one differs
+            real = _REAL_ATTACHMENTS.get(name[name.rfind(".") :] if "." in name else "")
+            if real is not None:
+                return data_file(real)
         return rng.randbytes(self.attachment_size(name))
 
     # -- recordings
@@ -131,7 +154,9 @@ class Media:
                 rid = self._recording_id(app_id, session_id, i)
                 if rid in self.recordings:
                     raise ValueError(f"recording id {rid[:40]!r} given to a second session")
-                rec = RecordingState(rid, app_id, session_id, status, self.config.recording_bytes)
+                real = self.config.recording_media
+                size = len(data_file("recording.webm")) if real else self.config.recording_bytes
+                rec = RecordingState(rid, app_id, session_id, status, size, real=real)
                 self.recordings[rid] = rec
                 found.append(rec)
             self._by_session[key] = found
@@ -143,6 +168,10 @@ class Media:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"rtk-standin/rec/{app_id}/{session_id}/{i}"))
 
     def chunks(self, rec: RecordingState, start: int, size: int = 64 * 1024) -> Iterator[bytes]:
+        if rec.real:
+            data = data_file("recording.webm")
+            yield from (data[p : p + size] for p in range(start, len(data), size))
+            return
         rng = random.Random(f"{self.config.seed}:{rec.id}:{rec.version}")  # noqa: S311
         block = rng.randbytes(_PERIOD)
         double = block + block
@@ -168,7 +197,7 @@ class Media:
         doc: dict[str, Any] = {
             "id": rec.id,
             "status": rec.status,
-            "output_file_name": f"{rec.id}.mp4",
+            "output_file_name": rec.file_name,
             "invoked_time": rfc3339(datetime.now(UTC)),
             "start_reason": {"reason": "API_CALL"},
             "stop_reason": {"reason": "API_CALL"},
@@ -185,7 +214,7 @@ class Media:
         self._issued += 1  # every URL differs, as S3's do (their date is to the second)
         nonce = f"{self._issued}"
         sig = _sign(secret, rec.id, str(expires), nonce)
-        path = f"{RECORDING_PREFIX}/{quote(rec.app_id, safe='')}/{rec.id}.mp4"
+        path = f"{RECORDING_PREFIX}/{quote(rec.app_id, safe='')}/{rec.file_name}"
         expiry = rfc3339(datetime.fromtimestamp(expires, UTC))
         query = f"X-Amz-Expires={expires}&X-Amz-Nonce={nonce}&X-Amz-Signature={sig}"
         return f"{origin}{path}?{query}", expiry
@@ -252,7 +281,7 @@ class MediaRoutes:
         return web.Response(body=body, content_type="application/octet-stream")
 
     async def recording_file(self, request: web.Request) -> web.StreamResponse:
-        rid = request.match_info["name"].removesuffix(".mp4")
+        rid = request.match_info["name"].removesuffix(".mp4").removesuffix(".webm")
         rec = self.media.recordings.get(rid)
         expires = request.query.get("X-Amz-Expires", "")
         sig = request.query.get("X-Amz-Signature", "")
@@ -275,7 +304,8 @@ class MediaRoutes:
                     return web.Response(
                         status=416, headers={"Content-Range": f"bytes */{rec.size}"}
                     )
-        headers = {"ETag": rec.etag, "Accept-Ranges": "bytes", "Content-Type": "video/mp4"}
+        kind = "video/webm" if rec.real else "video/mp4"
+        headers = {"ETag": rec.etag, "Accept-Ranges": "bytes", "Content-Type": kind}
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{rec.size - 1}/{rec.size}"
         resp = web.StreamResponse(status=status, headers=headers)

@@ -175,6 +175,9 @@ class StandinConfig:
     recordings_omit_session_id: bool = False  # the list leaves session_id out
     ignore_range: bool = False  # recording files always served whole (200)
     recording_chunk_delay: float = 0.0  # seconds between 64 KiB of a recording file
+    # Recordings are a real one-second WebM (standin/data/recording.webm) instead of seeded
+    # bytes, so that a rendered archive plays one; recording_bytes is then not used.
+    recording_media: bool = False
 
     def __post_init__(self) -> None:
         if self.chat_bytes is not None and self.chat_bytes < 1024:

@@ -165,6 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         help="each session's recordings by status, e.g. UPLOADED,RECORDING",
     )
     p.add_argument("--recording-bytes", type=int, default=256 * 1024)
+    p.add_argument(
+        "--recording-media",
+        action="store_true",
+        help="recordings are a real one-second WebM (--recording-bytes is then not used)",
+    )
     p.add_argument("--recordings-ignore-filter", action="store_true")
     p.add_argument("--ignore-range", action="store_true")
     p.add_argument("--recording-chunk-delay", type=float, default=0.0)
@@ -228,6 +233,7 @@ def _config(args: argparse.Namespace) -> StandinConfig:
         attachment_bytes=args.attachment_bytes,
         recording_statuses=tuple(s for s in args.recordings.split(",") if s),
         recording_bytes=args.recording_bytes,
+        recording_media=args.recording_media,
         recordings_ignore_filter=args.recordings_ignore_filter,
         ignore_range=args.ignore_range,
         recording_chunk_delay=args.recording_chunk_delay,
