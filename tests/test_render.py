@@ -155,6 +155,14 @@ def test_the_csp_admits_only_the_pages_own_style_and_script_by_hash(tmp_path: Pa
         rules = dict(r.strip().split(" ", 1) for r in policy.split(";"))
         assert rules["default-src"] == "'none'"
         assert "http" not in policy and "*" not in policy
+        # Everything not named falls to default-src 'none'; pictures and recordings are the
+        # archive's own files only.
+        assert set(rules) == {
+            "default-src", "img-src", "media-src", "style-src", "script-src", "base-uri",
+            "form-action",
+        }  # fmt: skip
+        assert rules["img-src"] == rules["media-src"] == "'self'"
+        assert rules["base-uri"] == rules["form-action"] == "'none'"
         inline = [s for at, s in page.scripts if "type" not in at]
         if has_script:
             (code,) = inline
@@ -492,20 +500,40 @@ def test_an_exported_archive_renders_whole_and_stays_verified(tmp_path: Path) ->
     assert verify.returncode == 0, verify.stdout
 
 
-def test_recordings_are_linked_below_the_chat_and_counted_in_the_index(tmp_path: Path) -> None:
-    """An archived recording is linked from its session page (never embedded) and counted
-    among the archived kinds of the index; one whose line names no file is left out."""
+def test_recordings_play_in_the_page_are_linked_and_counted_in_the_index(tmp_path: Path) -> None:
+    """An archived recording is a <video> (or <audio>) whose source is the archived file, its
+    size shown, and linked; a type no page plays is only linked, one that could run in a
+    browser not even that; one whose line names no file is left out; the index counts them."""
     a = Archive(tmp_path / "dir")
     a.add_chat(APP, "s1", [Msg("m1", "Ana", "hi", "2026-11-20T09:00:00Z")])
-    rel = f"{APP}/s1.recordings/rec-1.mp4"
-    a._store(APP, "s1", "recording", rel, b"\x00\x00\x00\x18ftypmp42", recording_id="rec-1")
+    body = b"\x00\x00\x00\x18ftypmp42" + bytes(3000)
+    files = {}
+    for rid, ext in (("rec-1", "mp4"), ("rec-3", "m4a"), ("rec-4", "mkv"), ("rec-5", "html")):
+        files[rid] = rel = f"{APP}/s1.recordings/{rid}.{ext}"
+        a._store(APP, "s1", "recording", rel, body, recording_id=rid)
     a.line(APP, "s1", "recording", status="unavailable", recording_id="rec-2")
     site_dir = tmp_path / "site"
     render_site(a.root, a.manifest, site_dir)
     page_path = site_dir / APP / "s1.html"
     page = Page(page_path.read_text(encoding="utf-8"))
+
+    def target(ref: str | None) -> Path:
+        assert ref and ":" not in ref.split("/")[0], ref  # relative: the file itself, no copy
+        return (page_path.parent / ref).resolve()
+
+    players = [(t, at) for t, at in page.tags if t in ("video", "audio")]
+    assert [(t, target(at["src"])) for t, at in players] == [
+        ("video", (a.root / files["rec-1"]).resolve()),
+        ("audio", (a.root / files["rec-3"]).resolve()),
+    ]
+    assert all(at["preload"] == "none" and "controls" in at for _, at in players)
     hrefs = [at["href"] for t, at in page.tags if t == "a" and "recording" in at.get("href", "")]
-    assert [(page_path.parent / h).resolve() for h in hrefs] == [(a.root / rel).resolve()]
-    assert not [t for t, _ in page.tags if t in ("video", "audio", "source")]
-    assert "rec-2" not in page.all_text()
-    assert "1 recording" in (site_dir / "index.html").read_text(encoding="utf-8")
+    assert [target(h) for h in hrefs] == [
+        (a.root / files[r]).resolve() for r in ("rec-1", "rec-3", "rec-4")
+    ]
+    text = page.all_text()
+    assert text.count("(2.9 KiB)") == 2 + 4  # under each player, and beside each file
+    assert "recording (rec-5.html) (2.9 KiB)" in text
+    assert "rec-2" not in text
+    assert not list(site_dir.rglob("*.mp4"))  # played from DIR, never copied
+    assert "4 recordings" in (site_dir / "index.html").read_text(encoding="utf-8")

@@ -40,13 +40,14 @@ DIGEST = hashlib.sha256(
 
 
 def csp(script: bool) -> str:
-    """No remote load, no plugin, no base or form target; images from the local disk only
-    ('self' on file://, the site's own origin when served); the one inline style and (on
-    index pages) the one inline script, each by its hash."""
+    """No remote load, no plugin, no base or form target; images and recordings from the local
+    disk only ('self' on file://, the site's own origin when served); the one inline style and
+    (on index pages) the one inline script, each by its hash."""
     return "; ".join(
         (
             "default-src 'none'",
             "img-src 'self'",
+            "media-src 'self'",
             f"style-src {_hash(STYLE)}",
             f"script-src {_hash(SCRIPT) if script else chr(39) + 'none' + chr(39)}",
             "base-uri 'none'",

@@ -26,6 +26,7 @@ from exporter.render.views import (
     href,
     inside,
     read_text,
+    recording_view,
     relative_root,
 )
 
@@ -152,17 +153,16 @@ def render_session(
         for x in (by_kind.get("summary"),)
         if x is not None
     ]
-    files = [
-        {"href": href(to_dir, f.path), "label": f"{kind} ({f.path.rsplit('/', 1)[-1]})"}
+    files: list[dict[str, str | None]] = [
+        {"href": href(to_dir, f.path), "label": f"{kind} ({f.path.rsplit('/', 1)[-1]})", "size": ""}
         for kind in ("chat", "transcript", "summary")
         if (f := by_kind.get(kind)) is not None
-    ] + [  # linked to, never read; by the attachments' rule: only a type that opens inertly
-        {
-            "href": href(to_dir, r.path) if _linkable(r.path) else None,
-            "label": f"recording ({r.path.rsplit('/', 1)[-1]})",
-        }
-        for r in recordings
     ]
+    # Played in the page or linked, never read: by the attachments' rule, only a type that
+    # opens inertly is linked.
+    shown = [recording_view(to_dir, r.path, r.size) for r in recordings]
+    files += [{"href": r.href, "label": f"recording ({r.name})", "size": r.size} for r in shown]
+    played = [r for r in shown if r.player]
     context = {
         "app": app,
         "sid": sid,
@@ -175,6 +175,7 @@ def render_session(
         "transcript_name": talk.path.rsplit("/", 1)[-1] if talk is not None else "",
         "extras": extras,
         "files": files,
+        "recordings": played,
         "index_href": "../index.html",
     }
     pages.write_atomic(site / app / f"{sid}.html", pages.session_page(context))

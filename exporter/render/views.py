@@ -77,6 +77,11 @@ LINKABLE = frozenset(
         ),
     }
 )
+# Recordings played in the page (a <video> or <audio> whose source is the archived file); any
+# other type is only linked. A browser that cannot decode one (H.264 in some builds) still
+# shows its controls, and the link.
+VIDEO_TYPES = frozenset({"mp4", "m4v", "webm", "ogv", "mov"})
+AUDIO_TYPES = frozenset({"mp3", "m4a", "aac", "wav", "ogg", "oga", "opus", "flac", "weba"})
 _WORD = re.compile(r"\w+")
 _CHUNK = 64 * 1024
 
@@ -144,6 +149,22 @@ def show_time(m: Message) -> tuple[str, str | None]:
     day = f"{w.year:04d}-{w.month:02d}-{w.day:02d}"
     clock = f"{w.hour:02d}:{w.minute:02d}:{w.second:02d}"
     return f"{day} {clock} UTC", f"{day}T{clock}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingView:
+    name: str  # the file's name
+    player: str | None  # "video", "audio", or None (not played in the page)
+    href: str | None  # the archived file, relative; None when its type is not linked
+    size: str  # " (1.2 MiB)", or ""
+
+
+def recording_view(to_dir: str, rel: str, size: int | None) -> RecordingView:
+    """How a session page shows one archived recording (`rel` already checked `inside`)."""
+    ext = PurePosixPath(rel).suffix.lower().lstrip(".")
+    player = "video" if ext in VIDEO_TYPES else "audio" if ext in AUDIO_TYPES else None
+    link = href(to_dir, rel) if ext in LINKABLE or player else None
+    return RecordingView(rel.rsplit("/", 1)[-1], player, link, _size(size))
 
 
 def _size(n: int | None) -> str:
