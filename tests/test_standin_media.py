@@ -58,3 +58,22 @@ def test_media_options_on_the_command_line() -> None:
     assert config.recording_statuses == ("UPLOADED", "PAUSED")
     assert config.recording_bytes == 1234 and config.ignore_range
     assert config.recordings_ignore_filter
+
+
+async def test_real_media_recordings_are_the_packaged_webm_served_by_range(standin) -> None:
+    """With recording_media, the uploaded recording is the packaged WebM (EBML magic), named
+    .webm and typed video/webm, its size the file's; a Range is honoured as for seeded bytes."""
+    async with standin(recording_statuses=("UPLOADED",), recording_media=True) as srv:
+        kit = f"{srv.base_url}/accounts/{ACCOUNT}/realtime/kit/app1"
+        async with aiohttp.ClientSession(headers=AUTH) as api, aiohttp.ClientSession() as dl:
+            async with api.get(f"{kit}/sessions/s1") as resp:
+                meeting = (await resp.json())["data"]["associated_id"]
+            async with api.get(f"{kit}/recordings", params={"meeting_id": meeting}) as resp:
+                (rec,) = (await resp.json())["data"]
+            assert rec["output_file_name"] == f"{rec['id']}.webm"
+            async with dl.get(rec["download_url"]) as resp:
+                whole = await resp.read()
+                assert resp.headers["Content-Type"] == "video/webm"
+            assert whole.startswith(b"\x1a\x45\xdf\xa3") and len(whole) == rec["file_size"]
+            async with dl.get(rec["download_url"], headers={"Range": "bytes=100-"}) as resp:
+                assert resp.status == 206 and await resp.read() == whole[100:]
