@@ -16,6 +16,11 @@ from tests.cdp import Tab, browser
 from tests.render_archive import HOSTILE, Archive, Msg, png, simple_session
 
 APP = "app1"
+# The index rows the filter leaves shown, by their links.
+VISIBLE = (
+    "[...document.querySelectorAll('li.session')].filter(li => !li.hidden)"
+    ".map(li => li.querySelector('a').getAttribute('href'))"
+)
 
 
 @pytest.fixture
@@ -154,14 +159,10 @@ async def test_the_filter_narrows_the_list_as_one_types(tmp_path: Path) -> None:
     a, _ = build(tmp_path / "dir", "http://127.0.0.1:9")
     site = tmp_path / "site"
     render_site(a.root, a.manifest, site)
-    visible = (
-        "[...document.querySelectorAll('li.session')].filter(li => !li.hidden)"
-        ".map(li => li.querySelector('a').getAttribute('href'))"
-    )
     async with browser(tmp_path / "profile") as b:
         tab = await b.new_tab()
         await tab.navigate((site / "index.html").as_uri())
-        everything = await tab.eval(visible)
+        everything = await tab.eval(VISIBLE)
         assert len(everything) == 5
         for typed, expected in (
             ("zebra", ["app2/beta.html"]),
@@ -175,7 +176,7 @@ async def test_the_filter_narrows_the_list_as_one_types(tmp_path: Path) -> None:
                 " f.focus(); })()"
             )
             await tab.send("Input.insertText", text=typed)
-            assert await tab.eval(visible) == expected, typed
+            assert await tab.eval(VISIBLE) == expected, typed
             assert await tab.eval("document.getElementById('shown').textContent") == "1"
         await tab.eval("(() => { const f = document.getElementById('filter'); f.select(); })()")
         await tab.send(
@@ -192,7 +193,7 @@ async def test_the_filter_narrows_the_list_as_one_types(tmp_path: Path) -> None:
             code="Backspace",
             windowsVirtualKeyCode=8,
         )
-        assert await tab.eval(visible) == everything
+        assert await tab.eval(VISIBLE) == everything
         for page in [site / "index.html", *sorted(site.glob("*/*.html"))]:
             await tab.navigate(page.as_uri())
             await no_escape(tab, [site, a.root])
@@ -240,14 +241,10 @@ async def test_the_filter_finds_every_word_folded_as_search_does(tmp_path: Path)
     simple_session(a, APP, "other", 9, "nothing of note")
     site = tmp_path / "site"
     render_site(a.root, a.manifest, site)
-    visible = (
-        "[...document.querySelectorAll('li.session')].filter(li => !li.hidden)"
-        ".map(li => li.querySelector('a').getAttribute('href'))"
-    )
     async with browser(tmp_path / "profile") as b:
         tab = await b.new_tab()
         await tab.navigate((site / "index.html").as_uri())
-        assert len(await tab.eval(visible)) == 3
+        assert len(await tab.eval(VISIBLE)) == 3
         for typed, expected in (
             ("lastword", [f"{APP}/long.html"]),
             ("w1499", [f"{APP}/long.html"]),
@@ -257,4 +254,4 @@ async def test_the_filter_finds_every_word_folded_as_search_does(tmp_path: Path)
             await tab.eval("(() => { const f = document.getElementById('filter');"
                            " f.value = ''; f.focus(); })()")  # fmt: skip
             await tab.send("Input.insertText", text=typed)
-            assert await tab.eval(visible) == expected, typed
+            assert await tab.eval(VISIBLE) == expected, typed
