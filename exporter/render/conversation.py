@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from exporter import transcript
 from exporter.render.chat import Damaged
-from exporter.render.views import read_text
+from exporter.render.views import read_text, utc_text
 
 MAX_PARSED = 64 * 1024 * 1024  # larger is shown as archived, streamed (days of talk are MBs)
 
@@ -61,10 +61,7 @@ def read(path: Path, rel: str, sha256: str | None, size: int | None) -> Conversa
 
 def _said(u: transcript.Utterance) -> Said:
     if u.at is not None:
-        w = u.at
-        day = f"{w.year:04d}-{w.month:02d}-{w.day:02d}"
-        clock = f"{w.hour:02d}:{w.minute:02d}:{w.second:02d}"
-        return Said(u.speaker, f"{day} {clock} UTC", f"{day}T{clock}Z", u.text)
+        return Said(u.speaker, *utc_text(u.at), u.text)
     if u.offset is not None:
         whole = int(u.offset)
         h, rest = divmod(whole, 3600)

@@ -145,14 +145,10 @@ def render_session(
             raise SessionDamaged(talk.path, str(exc)) from None
         if said.raw is not None:
             said.raw = _named(talk.path, said.raw)
-    extras = [
-        {
-            "title": "Summary",
-            "chunks": _named(x.path, read_text(out_dir / x.path, x.sha256, x.size)),
-        }
-        for x in (by_kind.get("summary"),)
-        if x is not None
-    ]
+    extras: list[dict[str, Any]] = []
+    if (x := by_kind.get("summary")) is not None:
+        chunks = _named(x.path, read_text(out_dir / x.path, x.sha256, x.size))
+        extras.append({"title": "Summary", "chunks": chunks})
     files: list[dict[str, str | None]] = [
         {"href": href(to_dir, f.path), "label": f"{kind} ({f.path.rsplit('/', 1)[-1]})", "size": ""}
         for kind in ("chat", "transcript", "summary")

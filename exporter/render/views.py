@@ -8,6 +8,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -143,9 +144,11 @@ def filter_fold(text: str) -> str:
 
 def show_time(m: Message) -> tuple[str, str | None]:
     """(shown, machine-readable) time of a message: UTC, to the second."""
-    w = m.when
-    if w is None:
-        return m.created, None
+    return (m.created, None) if m.when is None else utc_text(m.when)
+
+
+def utc_text(w: datetime) -> tuple[str, str]:
+    """(shown, machine-readable) form of a UTC time, to the second: messages and utterances."""
     day = f"{w.year:04d}-{w.month:02d}-{w.day:02d}"
     clock = f"{w.hour:02d}:{w.minute:02d}:{w.second:02d}"
     return f"{day} {clock} UTC", f"{day}T{clock}Z"

@@ -40,6 +40,11 @@ _FORMS = 6  # payload forms, cycled over a session's attachment rows
 _REAL_ATTACHMENTS = {".jpg": "photo.jpg", ".gif": "picture.gif", ".bin": "report.pdf"}
 
 
+def _real_attachment(name: str) -> str | None:
+    """The packaged file behind an attachment link of this name, if its extension has one."""
+    return _REAL_ATTACHMENTS.get(name[name.rfind(".") :] if "." in name else "")
+
+
 @cache
 def data_file(name: str) -> bytes:
     """One of the stand-in's own media files (package data)."""
@@ -127,8 +132,7 @@ class Media:
     def attachment_size(self, name: str) -> int:
         if self.config.attachment_bytes is not None:
             return self.config.attachment_bytes
-        real = _REAL_ATTACHMENTS.get(name[name.rfind(".") :] if "." in name else "")
-        if real is not None:
+        if (real := _real_attachment(name)) is not None:
             return len(data_file(real))
         return 500 + int(hashlib.sha256(name.encode()).hexdigest()[:6], 16) % 6000
 
@@ -138,8 +142,7 @@ class Media:
         if self.config.attachment_bytes is None:
             if name.endswith(".png"):
                 return _png(rng)  # a real picture, seeded: each one differs
-            real = _REAL_ATTACHMENTS.get(name[name.rfind(".") :] if "." in name else "")
-            if real is not None:
+            if (real := _real_attachment(name)) is not None:
                 return data_file(real)
         return rng.randbytes(self.attachment_size(name))
 
