@@ -172,6 +172,13 @@ class StandinConfig:
     recordings_omit_session_id: bool = False  # the list leaves session_id out
     ignore_range: bool = False  # recording files always served whole (200)
     recording_chunk_delay: float = 0.0  # seconds between 64 KiB of a recording file
+    # Webhook delivery (see standin/webhooks.py): attempts per delivery (5xx and network
+    # errors are retried, a 4xx never), the back-off before the second (doubling, capped),
+    # and each attempt's time limit.
+    webhook_attempts: int = 5
+    webhook_backoff: float = 0.2
+    webhook_backoff_max: float = 2.0
+    webhook_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.chat_bytes is not None and self.chat_bytes < 1024:
@@ -182,6 +189,8 @@ class StandinConfig:
             raise ValueError("rate_limit needs N >= 1 and W > 0")
         if self.attachments and self.chat_bytes is not None:
             raise ValueError("attachments and chat_bytes do not combine")
+        if self.webhook_attempts < 1 or self.webhook_backoff < 0 or self.webhook_timeout <= 0:
+            raise ValueError("webhook_attempts >= 1, webhook_backoff >= 0, webhook_timeout > 0")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""RealtimeKit webhooks: payloads, signatures, registration and the receiver."""
