@@ -34,6 +34,7 @@ MANIFEST_NAME = "manifest.jsonl"
 STATE_NAME = f"{OURS}-state.json"
 LOCK_NAME = f"{OURS}.lock"
 SITE_RECORD_NAME = f"{OURS}-site.sqlite"  # render's record, in SITE: marks a site folder
+WEBHOOKS_NAME = f"{OURS}-webhooks.json"  # webhook id -> app, written by `webhooks register`
 
 # Errors that mean the disk, not the unit, is the problem: retrying other units cannot help.
 _DISK_ERRNOS = {
