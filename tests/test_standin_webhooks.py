@@ -24,6 +24,7 @@ from exporter.standin import (
     WELL_KNOWN,
     SessionSpec,
     StandinServer,
+    config_from_args,
     standin_in_thread,
 )
 from exporter.webhooks.events import parse_event
@@ -381,3 +382,11 @@ async def test_the_well_known_route_is_not_an_api_request(standin: StandinFactor
         (fetch,) = server.state.records()
         assert fetch.path == WELL_KNOWN and fetch.route == "other"
         assert server.state.counters.api_requests == 0
+
+
+def test_the_standin_process_takes_its_webhook_retry_settings() -> None:
+    """python -m exporter.standin --webhook-attempts N --webhook-backoff S; N >= 1."""
+    config, _, _ = config_from_args(["--webhook-attempts", "2", "--webhook-backoff", "0"])
+    assert (config.webhook_attempts, config.webhook_backoff) == (2, 0.0)
+    with pytest.raises(SystemExit):
+        config_from_args(["--webhook-attempts", "0"])

@@ -201,6 +201,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recordings-ignore-filter", action="store_true")
     p.add_argument("--ignore-range", action="store_true")
     p.add_argument("--recording-chunk-delay", type=float, default=0.0)
+    p.add_argument("--webhook-attempts", type=int, default=5, help="POSTs per delivery")
+    p.add_argument(
+        "--webhook-backoff", type=float, default=0.2, help="seconds before a delivery's retry"
+    )
     for f in fields(FaultRates):
         p.add_argument(
             f"--fault-{f.name.replace('_', '-')}",
@@ -264,6 +268,8 @@ def _config(args: argparse.Namespace) -> StandinConfig:
         recordings_ignore_filter=args.recordings_ignore_filter,
         ignore_range=args.ignore_range,
         recording_chunk_delay=args.recording_chunk_delay,
+        webhook_attempts=args.webhook_attempts,
+        webhook_backoff=args.webhook_backoff,
     )
 
 
