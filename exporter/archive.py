@@ -84,13 +84,16 @@ def is_ours(name: str) -> bool:
 
 def remove_stale_temps(out_dir: Path) -> int:
     """Remove temporary files a killed run left in DIR, its app folders and their media
-    folders (attachments, recordings); how many. Recording partials are not temporary files:
-    they wait to be resumed (see `remove_old_partials`)."""
+    folders (attachments, recordings), not in our own folders (the inbox); how many.
+    Recording partials are not temporary files: they wait to be resumed
+    (see `remove_old_partials`)."""
     removed = 0
     if not out_dir.is_dir():
         return 0
     for top in os.scandir(out_dir):
         entries = [top]
+        if is_ours(top.name) and top.is_dir(follow_symlinks=False):
+            continue  # serve's inbox: its writes are in flight while a run starts; it sweeps itself
         if top.is_dir(follow_symlinks=False):
             entries = list(os.scandir(top.path))
             entries += [e for d in list(entries) if _is_media_dir(d) for e in os.scandir(d.path)]

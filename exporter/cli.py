@@ -95,12 +95,15 @@ def _main(argv: list[str]) -> int:
         from exporter.search import command as search
 
         return search.main(argv[1:])
+    if argv[:1] == ["webhooks"]:
+        from exporter.webhooks import command as webhooks
+
+        return webhooks.main(argv[1:])
     args = build_parser().parse_args(argv)
     from exporter import logs
-
-    logs.setup(args.log_format, args.verbose)
     from exporter.notify import url_from
 
+    logs.setup(args.log_format, args.verbose)
     notify_url, bad_notify = url_from(args.notify_url, os.environ)
     output = Output(
         progress=args.progress,

@@ -170,6 +170,28 @@ def session_of(body: bytes) -> dict[str, Any]:
     return session
 
 
+def webhooks_of(body: bytes) -> list[dict[str, Any]]:
+    """The webhooks in a listing answer (`data` a list; `data.webhooks` also read)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise PermanentError("malformed webhook listing: not JSON", http_status=200) from None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if isinstance(data, dict):
+        data = data.get("webhooks")
+    if not isinstance(data, list) or (isinstance(doc, dict) and doc.get("success") is False):
+        raise PermanentError("malformed webhook listing: no data list", http_status=200)
+    return [w for w in data if isinstance(w, dict) and isinstance(w.get("id"), str)]
+
+
+def webhook_of(body: bytes) -> dict[str, Any]:
+    """The webhook in a create, read or update answer."""
+    _, data = envelope(body)
+    if not isinstance(data.get("id"), str) or not data["id"]:
+        raise PermanentError("malformed webhook answer: no id", http_status=200)
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     number: int
@@ -224,6 +246,10 @@ class ApiClient:
         finally:
             # The server has counted it by now, whenever it did: the window runs from here.
             self._pacer.answered(ticket)
+        return self._checked(status, headers, body)
+
+    def _checked(self, status: int, headers: Mapping[str, str], body: bytes | None) -> bytes:
+        """The body of a 2xx answer; else the mapped ExportError (a 429 pauses the pacer)."""
         if body is None:
             raise PermanentError(
                 f"API answer larger than {MAX_API_BODY} bytes: not a RealtimeKit answer"
@@ -238,6 +264,50 @@ class ApiClient:
                 pause = self._settings.retry.default_rate_limit_pause
             self._pacer.pause(pause)
         raise self._without_token(err)
+
+    async def send_json(self, method: str, url: str, fields: Mapping[str, Any]) -> bytes:
+        """One paced request with a JSON body (webhook registration): the raw body of a 2xx
+        answer, or the mapped ExportError raised."""
+        assert self._session is not None, "use ApiClient as an async context manager"
+        ticket = await self._pacer.acquire()
+        self._stats.api_requests += 1
+        try:
+            with transport_errors("API request failed"):
+                async with self._session.request(
+                    method, url, json=dict(fields), allow_redirects=False
+                ) as resp:
+                    body = await read_capped(resp.content, MAX_API_BODY)
+                    status, headers = resp.status, resp.headers
+        finally:
+            self._pacer.answered(ticket)
+        return self._checked(status, headers, body)
+
+    def webhooks_url(self, app_id: str, webhook_id: str | None = None) -> str:
+        url = f"{self._prefix}/{quote(app_id, safe='')}/webhooks"
+        return url if webhook_id is None else f"{url}/{quote(webhook_id, safe='')}"
+
+    async def list_webhooks(self, app_id: str) -> list[dict[str, Any]]:
+        """The app's registered webhooks; the GET retried as the policy says."""
+        body = await self._retried(self.webhooks_url(app_id), {}, f"webhooks of {app_id}")
+        return webhooks_of(body)
+
+    async def create_webhook(self, app_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a new webhook, one attempt: a POST sent again could register it twice (the
+        caller lists again before another try)."""
+        return webhook_of(await self.send_json("POST", self.webhooks_url(app_id), fields))
+
+    async def update_webhook(
+        self, app_id: str, webhook_id: str, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PATCH the given fields of a webhook; retried (the same PATCH twice is one)."""
+        url = self.webhooks_url(app_id, webhook_id)
+        body = await with_retries(
+            lambda: self.send_json("PATCH", url, fields),
+            self._settings.retry,
+            Attempts(what=f"webhook {webhook_id}"),
+            self._on_retry,
+        )
+        return webhook_of(body)
 
     def _without_token(self, err: ExportError) -> ExportError:
         # An API, or a proxy in front of it, may echo the request's Authorization header in

@@ -28,6 +28,7 @@ from exporter.standin.model import (
     rfc3339,
 )
 from exporter.standin.state import Headers, RecordedRequest, StandinState
+from exporter.standin.webhooks import add_routes as add_webhook_routes
 
 
 def _s3_error(status: int, code: str, message: str, **extra: str) -> web.Response:
@@ -502,4 +503,5 @@ def build_app(state: StandinState) -> web.Application:
     app.router.add_get(
         RECORDING_PREFIX + "/{app_id}/{name}", media.recording_file, allow_head=False
     )
+    add_webhook_routes(app, state, API_PREFIX + "/accounts/{account_id}/realtime/kit/{app_id}")
     return app

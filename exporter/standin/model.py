@@ -178,6 +178,13 @@ class StandinConfig:
     # Recordings are a real one-second WebM (standin/data/recording.webm) instead of seeded
     # bytes, so that a rendered archive plays one; recording_bytes is then not used.
     recording_media: bool = False
+    # Webhook delivery (see standin/webhooks.py): attempts per delivery (5xx and network
+    # errors are retried, a 4xx never), the back-off before the second (doubling, capped),
+    # and each attempt's time limit.
+    webhook_attempts: int = 5
+    webhook_backoff: float = 0.2
+    webhook_backoff_max: float = 2.0
+    webhook_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.chat_bytes is not None and self.chat_bytes < 1024:
@@ -190,6 +197,8 @@ class StandinConfig:
             raise ValueError("attachments and chat_bytes do not combine")
         if self.recording_ids and len(self.recording_ids) != len(self.recording_statuses):
             raise ValueError("recording_ids needs one id for each of recording_statuses")
+        if self.webhook_attempts < 1 or self.webhook_backoff < 0 or self.webhook_timeout <= 0:
+            raise ValueError("webhook_attempts >= 1, webhook_backoff >= 0, webhook_timeout > 0")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -26,6 +26,9 @@ from exporter.standin.model import (
     StandinConfig,
 )
 from exporter.standin.state import StandinState
+from exporter.standin.webhooks import WELL_KNOWN, Delivery, Webhooks
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,10 +38,39 @@ class StandinServer:
     base_url: str  # http://127.0.0.1:PORT/client/v4
     origin: str  # http://127.0.0.1:PORT
     state: StandinState
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     @property
     def config(self) -> StandinConfig:
         return self.state.config
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """Registrations, the key pair (`webhooks.signer.rotate()`), `attempts` made."""
+        return self.state.webhooks
+
+    @property
+    def key_url(self) -> str:
+        """The stand-in's `.well-known/webhooks.json`."""
+        return self.origin + WELL_KNOWN
+
+    async def deliver_session(
+        self, app_id: str, session_id: str, *, livestream: bool = False
+    ) -> list[Delivery]:
+        """The session's documented events, signed, to the app's registered webhooks."""
+        return await self.state.webhooks.deliver_session(app_id, session_id, livestream=livestream)
+
+    async def deliver(
+        self, app_id: str, payload: Mapping[str, Any], *, delivery_uuid: str | None = None
+    ) -> list[Delivery]:
+        """One event payload, signed, to the app's webhooks that take its event."""
+        return await self.state.webhooks.deliver(app_id, payload, delivery_uuid=delivery_uuid)
+
+    def blocking(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run `coro` on the stand-in's loop from another thread (a `standin_in_thread`
+        server, for subprocess tests and the demo): `server.blocking(server.deliver(...))`."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def api_path(self, app_id: str, session_id: str | None = None, kind: str | None = None) -> str:
         """The URL path of a sessions route, as the stand-in records it."""
@@ -76,8 +108,9 @@ async def run_standin(
         bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         origin = f"http://{bound_host}:{bound_port}"
         state.content.origin = origin  # attachment links in chat CSVs point here
-        yield StandinServer(origin + API_PREFIX, origin, state)
+        yield StandinServer(origin + API_PREFIX, origin, state, asyncio.get_running_loop())
     finally:
+        await state.webhooks.close()
         await runner.cleanup()
 
 
@@ -173,6 +206,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recordings-ignore-filter", action="store_true")
     p.add_argument("--ignore-range", action="store_true")
     p.add_argument("--recording-chunk-delay", type=float, default=0.0)
+    p.add_argument("--webhook-attempts", type=int, default=5, help="POSTs per delivery")
+    p.add_argument(
+        "--webhook-backoff", type=float, default=0.2, help="seconds before a delivery's retry"
+    )
     for f in fields(FaultRates):
         p.add_argument(
             f"--fault-{f.name.replace('_', '-')}",
@@ -237,6 +274,8 @@ def _config(args: argparse.Namespace) -> StandinConfig:
         recordings_ignore_filter=args.recordings_ignore_filter,
         ignore_range=args.ignore_range,
         recording_chunk_delay=args.recording_chunk_delay,
+        webhook_attempts=args.webhook_attempts,
+        webhook_backoff=args.webhook_backoff,
     )
 
 

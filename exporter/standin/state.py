@@ -27,6 +27,7 @@ from exporter.standin.model import (
     StandinConfig,
     rfc3339,
 )
+from exporter.standin.webhooks import Webhooks
 
 
 class Headers(dict[str, str]):
@@ -90,6 +91,7 @@ class StandinState:
         self.organization_id = str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"rtk-standin/{config.account_id}")
         )
+        self.webhooks = Webhooks(self)  # registrations, the key pair, deliveries
         self._scripts: dict[str, deque[CannedResponse]] = {}
         self._window: deque[float] = deque()
         self._blocked_until = 0.0

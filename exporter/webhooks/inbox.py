@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from exporter.archive import INBOX_NAME, TMP_PREFIX, TMP_SUFFIX
+from exporter.archive import INBOX_NAME, TMP_PREFIX, TMP_SUFFIX, is_temp_name
 
 KEEP_SECONDS = 30 * 86400  # a delivery id seen in the last 30 days is a replay
 ITEM_SUFFIX = ".json"
@@ -129,9 +129,17 @@ class FolderInbox:
 
     def _put(self, item: Item) -> bool:
         name = delivery_name(item.delivery_id) + ITEM_SUFFIX
-        if (self.root / DONE / name).exists():
+        done = self.root / DONE / name
+        if done.exists():
             return False
-        return _write_new(self.root, name, item.encode())
+        if not _write_new(self.root, name, item.encode()):
+            return False
+        if done.exists():
+            # Done between the check and the link (the fsync between them takes a while): this
+            # copy of a finished item is a replay. Only this serve writes here (the serve lock).
+            (self.root / name).unlink(missing_ok=True)
+            return False
+        return True
 
     async def put(self, item: Item) -> bool:
         """Keep a delivery durably: True if new, False if it is a replay (pending or done
@@ -219,10 +227,18 @@ class FolderInbox:
                 if now - entry.stat().st_mtime > KEEP_SECONDS:
                     os.unlink(entry.path)
                     removed += 1
+        # A killed serve's half-written items: only this serve (it holds the serve lock) writes
+        # here, and it has not started listening yet, so none of them is a write in flight.
+        for folder in (self.root, self.root / REJECTED, self.root / UNROUTABLE):
+            for entry in os.scandir(folder) if folder.is_dir() else ():
+                if is_temp_name(entry.name):
+                    with suppress(FileNotFoundError):
+                        os.unlink(entry.path)
         return removed
 
     async def prune(self) -> int:
-        """Forget delivery ids older than 30 days."""
+        """Forget delivery ids older than 30 days; remove a killed serve's temporary files
+        (call before listening)."""
         return await anyio.to_thread.run_sync(self._prune, time.time())
 
     async def release(self, name: str) -> None:

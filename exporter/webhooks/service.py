@@ -17,6 +17,7 @@ from aiohttp import web
 
 from exporter.archive import SERVE_LOCK_NAME, WEBHOOKS_NAME
 from exporter.config import Settings
+from exporter.errors import ExportError
 from exporter.webhooks.metrics import ServeMetrics, ServeReporter
 from exporter.webhooks.receive import Receiver
 from exporter.webhooks.server import Server
@@ -174,8 +175,8 @@ class Service:
                 await self.key.load()
                 log.info("the webhook public key is loaded", extra={"event": "key_loaded"})
                 return
-            except Exception as exc:
-                why = getattr(exc, "message", None) or type(exc).__name__
+            except ExportError as exc:
+                why = exc.message
                 log.warning("the webhook public key cannot be loaded (not ready): %s", why)
             await anyio.sleep(wait)
             wait = min(wait * 2, KEY_RETRY[1])

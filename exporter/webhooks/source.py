@@ -136,6 +136,20 @@ class InboxSource:
                 yield unit
 
     async def _take(self, name: str) -> list[Minted]:
+        # Marked as taken before the first await: the server's notify() for this very item
+        # can come after a listing queued it, and must not queue it a second time.
+        self._busy[name] = 0
+        units: list[Minted] = []
+        try:
+            units = await self._units_of(name)
+        finally:
+            if units:
+                self._busy[name] = len(units)
+            else:
+                self._busy.pop(name, None)
+        return units
+
+    async def _units_of(self, name: str) -> list[Minted]:
         if not await self._inbox.claim(name):
             return []  # another replica has it
         try:
@@ -155,7 +169,6 @@ class InboxSource:
         if not units or item.app_id is None:
             await self._inbox.done(name)  # nothing this serve exports (--include changed)
             return []
-        self._busy[name] = len(units)
         return units
 
     async def finished(self, unit: Minted, rec: Record) -> None:
