@@ -109,4 +109,3 @@ async def test_a_run_starting_leaves_the_inbox_temporary_files_to_serve(tmp_path
     assert not stale.exists() and in_flight.exists()
     await inbox.prune()
     assert not in_flight.exists()
-
