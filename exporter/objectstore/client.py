@@ -29,7 +29,7 @@ from botocore import exceptions as bx
 from botocore.config import Config
 
 from exporter.archive import PROBE_NAME
-from exporter.config import RetryPolicy, Timeouts
+from exporter.config import RetryPolicy, StoreTarget, Timeouts
 from exporter.errors import (
     ExportError,
     FatalError,
@@ -38,7 +38,6 @@ from exporter.errors import (
     transient_status,
 )
 from exporter.http import no_hidden_retries
-from exporter.objectstore.target import StoreTarget
 from exporter.retry import Attempts, RetryHook, with_retries
 
 log = logging.getLogger("exporter.objectstore")
