@@ -16,7 +16,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from exporter.archive import Archive, BodySpool, disk_error
+from exporter.archive import disk_error
 from exporter.config import Settings
 from exporter.errors import (
     IncompleteDownload,
@@ -26,6 +26,7 @@ from exporter.errors import (
     transient_status,
 )
 from exporter.http import Link, download_session, parse_retry_after, transport_errors
+from exporter.seam import Archive, BodySpool
 from exporter.urls import download_url_problem
 
 CHUNK = 256 * 1024

@@ -25,8 +25,8 @@ from exporter.errors import IncompleteDownload, PermanentError, TransientError
 from exporter.http import Link, transport_errors
 
 if TYPE_CHECKING:
-    from exporter.archive import Archive
     from exporter.download import Downloader
+    from exporter.seam import Archive
 
 T = TypeVar("T")
 

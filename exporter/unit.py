@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from exporter.archive import Archive, relative_path
+from exporter.archive import relative_path
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.download import Downloader, Stored
@@ -15,6 +15,7 @@ from exporter.http import Link
 from exporter.logs import unit_event
 from exporter.manifest import DONE, Manifest, Record, Status, record
 from exporter.retry import Attempts, RetryHook, with_retries
+from exporter.seam import Archive
 from exporter.sessions import Minted, Unit
 from exporter.stats import Stats
 

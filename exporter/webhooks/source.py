@@ -19,8 +19,8 @@ from exporter.webhooks.events import Rejected, WebhookUnit, parse_event
 from exporter.webhooks.inbox import REJECTED, Item
 
 if TYPE_CHECKING:
-    from exporter.archive import Archive
     from exporter.manifest import Manifest
+    from exporter.seam import Archive
 
 log = logging.getLogger("exporter.serve")
 
