@@ -25,9 +25,9 @@ from exporter.errors import (
     TransientError,
     transient_status,
 )
-from exporter.http import Link, download_session, parse_retry_after, transport_errors
+from exporter.http import download_session, parse_retry_after, transport_errors
 from exporter.seam import Archive, BodySpool
-from exporter.urls import download_url_problem
+from exporter.urls import Link, download_url_problem
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5

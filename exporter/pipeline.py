@@ -37,14 +37,13 @@ from exporter.sessions import (
     InvalidLine,
     Minted,
     Pair,
-    Source,
     Unit,
     count_lines,
     read_file,
     read_live,
 )
 from exporter.stats import RunResult, Stats, new_run_id
-from exporter.unit import UnitExport
+from exporter.unit import Source, UnitExport
 from exporter.untrusted import UntrustedFetcher
 
 log = logging.getLogger(__name__)

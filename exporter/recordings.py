@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 from exporter.config import Settings
 from exporter.errors import PermanentError
-from exporter.http import Link, parse_expiry
+from exporter.http import parse_expiry
 from exporter.retry import Attempts, RetryHook, with_retries
+from exporter.urls import Link
 
 if TYPE_CHECKING:  # the client is handed in: this module sits below it, beside discovery
     from exporter.client import ApiClient
