@@ -29,7 +29,6 @@ from exporter.errors import (
     transient_status,
 )
 from exporter.http import (
-    Link,
     api_session,
     parse_expiry,
     parse_retry_after,
@@ -39,6 +38,7 @@ from exporter.http import (
 from exporter.ratelimit import Pacer
 from exporter.retry import Attempts, RetryHook, with_retries
 from exporter.stats import Stats
+from exporter.urls import Link
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Value classes for a run's configuration: Settings, Rate, RetryPolicy, Timeouts."""
+"""Value classes for a run's configuration: Settings, Rate, RetryPolicy, Timeouts, and the
+bucket a run may keep its archive in (StoreTarget; objectstore/target parses it)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from exporter.objectstore.target import StoreTarget
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 # Cloudflare allows 1200 requests per 300 s per token; a sixth is left to the token's other
@@ -18,6 +15,7 @@ DEFAULT_RATE = "1000/300s"
 # The budget, not the pool, is the limit in real runs (about 3.3 API requests/s); 16 slots keep
 # downloads from S3 (a few hundred ms each) from ever starving it, and stay gentle on the host.
 DEFAULT_CONCURRENCY = 16
+SCHEME = "s3://"  # an --out so written is a bucket (StoreTarget), else a folder
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s?\s*$")
 
@@ -117,6 +115,31 @@ def parse_size(text: str) -> int:
 
 
 TRANSCRIPT_FORMATS = ("csv", "json", "srt", "vtt")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTarget:
+    """A bucket and the prefix under which everything a run keeps lives."""
+
+    bucket: str
+    prefix: str  # "" or "a/b" (no slash at either end)
+    endpoint: str | None  # None: AWS S3
+    region: str
+
+    def key(self, rel: str) -> str:
+        """The object key of `rel` (a path relative to the archive's root)."""
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    @property
+    def root(self) -> str:
+        """What every key of the archive starts with ("" or "prefix/")."""
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def rel(self, key: str) -> str:
+        return key[len(self.root) :]
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
 
 
 @dataclass(frozen=True, slots=True)

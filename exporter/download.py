@@ -16,7 +16,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from exporter.archive import Archive, BodySpool, disk_error
+from exporter.archive import disk_error
 from exporter.config import Settings
 from exporter.errors import (
     IncompleteDownload,
@@ -25,8 +25,9 @@ from exporter.errors import (
     TransientError,
     transient_status,
 )
-from exporter.http import Link, download_session, parse_retry_after, transport_errors
-from exporter.urls import download_url_problem
+from exporter.http import download_session, parse_retry_after, transport_errors
+from exporter.seam import Archive, BodySpool
+from exporter.urls import Link, download_url_problem
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5

@@ -1,5 +1,5 @@
 """The aiohttp boundary: sessions without hidden re-sends, one mapping of aiohttp's exceptions
-to the error tree, `Retry-After`, and the presigned link type.
+to the error tree, `Retry-After`.
 
 Only this module, `client` and `download` name aiohttp; everything above them sees
 `ExportError`s. The API session carries the token and is used for the API base URL alone; the
@@ -12,7 +12,6 @@ import asyncio
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 
@@ -29,19 +28,6 @@ MAX_RETRY_AFTER = 3600.0
 
 class HiddenRetriesNotDisabled(RuntimeError):
     """This aiohttp has no switch for its silent re-send: pacing and attempts would lie."""
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A presigned download URL and when it stops working (epoch seconds; None if unknown)."""
-
-    url: str
-    expires_at: float | None
-
-    def usable_for(self, seconds: float, now: float | None = None) -> bool:
-        if self.expires_at is None:
-            return False
-        return self.expires_at - (time.time() if now is None else now) > seconds
 
 
 def api_session(token: str, timeouts: Timeouts, concurrency: int) -> aiohttp.ClientSession:

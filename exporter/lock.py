@@ -21,6 +21,17 @@ class Locked(Exception):
         self.pid = pid
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` lives on this host: a lock's or a temporary area's holder."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
 class DirLock:
     """flock(2) on DIR/.rtk-export.lock: a file left by a killed run holds no lock."""
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 
-from exporter.archive import Archive, relative_path
+from exporter.archive import relative_path
 from exporter.attachments import Attachment, iter_attachments
 from exporter.client import ApiClient
 from exporter.config import Settings
@@ -38,6 +38,7 @@ from exporter.media_names import (
 from exporter.recordings import UPLOADED, Recording, RecordingsApi
 from exporter.resume import RecordingDownload
 from exporter.retry import Attempts, RetryHook, with_retries
+from exporter.seam import Archive
 from exporter.sessions import Minted, Unit
 from exporter.stats import Stats
 from exporter.untrusted import UntrustedFetcher

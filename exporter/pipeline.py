@@ -16,7 +16,6 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from exporter.archive import Archive
 from exporter.attachments import Attachment
 from exporter.client import ApiClient
 from exporter.config import Settings
@@ -33,18 +32,18 @@ from exporter.ratelimit import Pacer
 from exporter.resume import MAX_AGE as PARTIAL_MAX_AGE
 from exporter.retry import RetryDetails
 from exporter.runstate import RunState
+from exporter.seam import Archive
 from exporter.sessions import (
     InvalidLine,
     Minted,
     Pair,
-    Source,
     Unit,
     count_lines,
     read_file,
     read_live,
 )
 from exporter.stats import RunResult, Stats, new_run_id
-from exporter.unit import UnitExport
+from exporter.unit import Source, UnitExport
 from exporter.untrusted import UntrustedFetcher
 
 log = logging.getLogger(__name__)

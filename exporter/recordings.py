@@ -7,16 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
+from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.errors import PermanentError
-from exporter.http import Link, parse_expiry
+from exporter.http import parse_expiry
 from exporter.retry import Attempts, RetryHook, with_retries
-
-if TYPE_CHECKING:  # the client is handed in: this module sits below it, beside discovery
-    from exporter.client import ApiClient
+from exporter.urls import Link
 
 PER_PAGE = 100
 MAX_PAGES = 1000  # a list that ignores every filter must still end

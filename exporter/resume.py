@@ -22,11 +22,12 @@ import aiohttp
 from exporter import writer
 from exporter.archive import disk_error, partial_names, write_atomic
 from exporter.errors import IncompleteDownload, PermanentError, TransientError
-from exporter.http import Link, transport_errors
+from exporter.http import transport_errors
+from exporter.urls import Link
 
 if TYPE_CHECKING:
-    from exporter.archive import Archive
     from exporter.download import Downloader
+    from exporter.seam import Archive
 
 T = TypeVar("T")
 

@@ -13,14 +13,12 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO
 
 import anyio
 import anyio.lowlevel
 
-if TYPE_CHECKING:
-    from exporter.http import Link
-    from exporter.manifest import Record
+from exporter.urls import Link
 
 # Longest physical line, terminator excluded. Real lines are under 250 bytes; a longer one is
 # garbage (a binary file, a minified dump) and is skipped without ever being held whole.
@@ -72,15 +70,6 @@ class Minted(Unit):
     recording_id: str | None = None
     output_file_name: str | None = None
     file_size: int | None = None
-
-
-class Source(Protocol):
-    """Units that arrive with their URLs (serve's inbox), yielded until it stops; told of
-    each one's manifest line, once written."""
-
-    def units(self) -> AsyncIterator[Minted]: ...
-
-    async def finished(self, unit: Minted, rec: Record) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,37 @@
 """What one unit goes through: skipped if its archived copy is intact, else a fresh URL just
-before its download, retried as the policy says, and its outcome as a manifest line."""
+before its download, retried as the policy says, and its outcome as a manifest line; and
+`Source`, where units that come with their URLs (serve's inbox) arrive from."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
-from exporter.archive import Archive, relative_path
+from exporter.archive import relative_path
 from exporter.client import ApiClient
 from exporter.config import Settings
 from exporter.download import Downloader, Stored
 from exporter.errors import ExportError, FatalError, LinkExpired, PermanentError, Unavailable
-from exporter.http import Link
 from exporter.logs import unit_event
 from exporter.manifest import DONE, Manifest, Record, Status, record
 from exporter.retry import Attempts, RetryHook, with_retries
+from exporter.seam import Archive
 from exporter.sessions import Minted, Unit
 from exporter.stats import Stats
+from exporter.urls import Link
 
 log = logging.getLogger("exporter.pipeline")
+
+
+class Source(Protocol):
+    """Units that arrive with their URLs (serve's inbox), yielded until it stops; told of
+    each one's manifest line, once written."""
+
+    def units(self) -> AsyncIterator[Minted]: ...
+
+    async def finished(self, unit: Minted, rec: Record) -> None: ...
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from exporter.errors import PermanentError, Refused, TooLarge, TransientError, t
 from exporter.http import no_hidden_retries, parse_retry_after, transport_errors
 
 if TYPE_CHECKING:
-    from exporter.archive import Archive, BodySpool
+    from exporter.seam import Archive, BodySpool
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5

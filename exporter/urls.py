@@ -1,11 +1,27 @@
-"""What may be said of a URL in logs, and where a download may go."""
+"""What may be said of a URL in logs, where a download may go, and the presigned link (a URL
+and when it stops working)."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
 import re
+import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A presigned download URL and when it stops working (epoch seconds; None if unknown)."""
+
+    url: str
+    expires_at: float | None
+
+    def usable_for(self, seconds: float, now: float | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        return self.expires_at - (time.time() if now is None else now) > seconds
 
 
 def redact(url: str) -> str:

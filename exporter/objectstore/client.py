@@ -12,6 +12,8 @@ retries are off (one attempt): ours count in the run's retries and honour its po
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +29,7 @@ from botocore import exceptions as bx
 from botocore.config import Config
 
 from exporter.archive import PROBE_NAME
-from exporter.config import RetryPolicy, Timeouts
+from exporter.config import RetryPolicy, StoreTarget, Timeouts
 from exporter.errors import (
     ExportError,
     FatalError,
@@ -36,8 +38,6 @@ from exporter.errors import (
     transient_status,
 )
 from exporter.http import no_hidden_retries
-from exporter.objectstore.target import StoreTarget
-from exporter.objectstore.upload import content_md5
 from exporter.retry import Attempts, RetryHook, with_retries
 
 log = logging.getLogger("exporter.objectstore")
@@ -73,6 +73,11 @@ _TRANSIENT_CODES = frozenset(
         "XAmzContentSHA256Mismatch",
     }
 )
+
+
+def content_md5(data: bytes | memoryview) -> str:
+    """The Content-MD5 header's value: the store refuses a body damaged on the way."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")  # noqa: S324
 
 
 class StoreError(FatalError):

@@ -17,9 +17,8 @@ import anyio
 
 from exporter.archive import LOCK_NAME
 from exporter.errors import FatalError
-from exporter.lock import Locked
+from exporter.lock import Locked, pid_alive
 from exporter.objectstore.client import PreconditionFailed, Store
-from exporter.objectstore.upload import pid_alive
 from exporter.times import parse_rfc3339, rfc3339
 
 log = logging.getLogger("exporter.objectstore")

@@ -10,7 +10,7 @@ import stat
 import tempfile
 from contextlib import suppress
 
-from exporter.objectstore.target import StoreTarget
+from exporter.config import StoreTarget
 
 log = logging.getLogger("exporter.objectstore")
 AREA_PREFIX = "rtk-export-partials-"  # not rtk-export-<pid>-: no run's temporary area

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from exporter.config import SCHEME, StoreTarget
 from exporter.urls import private_transport
 
-SCHEME = "s3://"
 MANIFEST_FOLDER = "manifest/"  # PREFIX/manifest/*.jsonl: the manifest's objects
 # S3's rules for new buckets (R2 and MinIO keep to them): 3-63 of [a-z0-9.-], alphanumeric ends.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -20,31 +19,6 @@ _PREFIX_PART = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
 def is_store_url(text: str) -> bool:
     return text.startswith(SCHEME)
-
-
-@dataclass(frozen=True, slots=True)
-class StoreTarget:
-    """A bucket and the prefix under which everything a run keeps lives."""
-
-    bucket: str
-    prefix: str  # "" or "a/b" (no slash at either end)
-    endpoint: str | None  # None: AWS S3
-    region: str
-
-    def key(self, rel: str) -> str:
-        """The object key of `rel` (a path relative to the archive's root)."""
-        return f"{self.prefix}/{rel}" if self.prefix else rel
-
-    @property
-    def root(self) -> str:
-        """What every key of the archive starts with ("" or "prefix/")."""
-        return f"{self.prefix}/" if self.prefix else ""
-
-    def rel(self, key: str) -> str:
-        return key[len(self.root) :]
-
-    def __str__(self) -> str:
-        return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
 
 
 def parse_target(out: str, endpoint_arg: str | None, environ: Mapping[str, str]) -> StoreTarget:

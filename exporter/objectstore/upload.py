@@ -12,7 +12,6 @@ worker sending a part at once); the temporary area by the bodies in flight.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import os
@@ -22,12 +21,12 @@ import time
 from contextlib import suppress
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-if TYPE_CHECKING:
-    from exporter.objectstore.client import Store
+from exporter.lock import pid_alive
+from exporter.objectstore.client import Store, content_md5
 
 log = logging.getLogger("exporter.objectstore")
 
@@ -35,11 +34,6 @@ IN_MEMORY = 1024 * 1024  # bytes of a body held before it spills to its temporar
 PART_SIZE = 8 * 1024 * 1024  # bytes per part; a body up to this size goes as one PUT
 MAX_PARTS = 10_000  # S3's limit: larger bodies get larger parts
 TEMP_PREFIX = "rtk-export-"
-
-
-def content_md5(data: bytes | memoryview) -> str:
-    """The Content-MD5 header's value: the store refuses a body damaged on the way."""
-    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")  # noqa: S324
 
 
 def part_size_for(size: int, part_size: int) -> int:
@@ -216,13 +210,3 @@ def remove_dead_areas() -> None:
                 with suppress(OSError):
                     if time.time() - entry.stat().st_mtime > 3600:
                         shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

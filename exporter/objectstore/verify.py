@@ -9,12 +9,11 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from exporter.config import RetryPolicy, Timeouts
+from exporter.config import RetryPolicy, StoreTarget, Timeouts
 from exporter.keyset import KeySet, key_of
 from exporter.objectstore.archive import list_archived
 from exporter.objectstore.client import NotFound, Store, open_store
 from exporter.objectstore.manifest import StoreManifest
-from exporter.objectstore.target import StoreTarget
 from exporter.objectstore.upload import make_temp_area
 from exporter.verify import Findings, report
 

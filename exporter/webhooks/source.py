@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from exporter.http import Link
 from exporter.manifest import Record
 from exporter.sessions import Minted
+from exporter.urls import Link
 from exporter.webhooks.events import Rejected, WebhookUnit, parse_event
 from exporter.webhooks.inbox import REJECTED, Item
 
 if TYPE_CHECKING:
-    from exporter.archive import Archive
     from exporter.manifest import Manifest
+    from exporter.seam import Archive
 
 log = logging.getLogger("exporter.serve")
 
