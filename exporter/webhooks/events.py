@@ -24,7 +24,7 @@ class WebhookUnit:
     kind: str  # "chat" | "transcript" | "summary" | "recording"
     session_id: str
     url: str  # a presigned URL: a secret, never logged with its query
-    expiry: float | None  # epoch seconds, as exporter.http.Link keeps it
+    expiry: float | None  # epoch seconds, as exporter.urls.Link keeps it
     app_hint: str | None  # organizedBy.id (a recording's organizationId as a fallback)
     meeting_id: str | None = None
     recording_id: str | None = None
