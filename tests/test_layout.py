@@ -1,5 +1,5 @@
-"""The house's layout, as the README draws it: imports run one way and not too deep, modules
-stay small, and the names the program keeps in DIR are spelled in one module."""
+"""The house's layout, as docs/architecture.md draws it: imports run one way and not too
+deep, modules stay small, and the names the program keeps in DIR are spelled in one module."""
 
 from __future__ import annotations
 
