@@ -45,6 +45,7 @@ from bench.common import (
     PY,
     ROOT,
     TOKEN,
+    cpu_seconds,
     env,
     export_command,
     load,
@@ -455,7 +456,9 @@ def acks(
             dest = f"{out}-{label.replace('/', '')}"
             srv = Serve(dest, key, te)
             try:
+                cpu0 = cpu_seconds(srv.proc.pid)
                 got = asyncio.run(deliver(srv.url, signed, count, rate))
+                cpu = cpu_seconds(srv.proc.pid) - cpu0  # receiving, and exporting meanwhile
             finally:
                 srv.stop()
             if name == "folder":
@@ -475,6 +478,7 @@ def acks(
                     got["p50_ms"],
                     got["p99_ms"],
                     got["max_ms"],
+                    cpu * 1000 / max(got["ok"], 1),
                 ]
             )
             print(f"  {name} {label}: {got}; kept {kept}; {load()}", flush=True)
@@ -495,6 +499,7 @@ def acks(
                 "p50 ms",
                 "p99 ms",
                 "max ms",
+                "serve CPU ms/ack",
             ],
             rows,
         )
@@ -510,73 +515,90 @@ def units(
     si: Standin,
 ) -> None:
     print("\n2. units exported per second: webhooks against an unpaced SESSIONS export", flush=True)
+    n = len(signed)
+    rows = []
+    # a) deliveries sent as fast as 64 connections go, serve exporting them as they come.
     out = work / "units"
     api0, dl0 = si.counts()
     srv = Serve(str(out), key, e, "--concurrency", "16")
     try:
-        first = time.perf_counter()
-        got = asyncio.run(deliver(srv.url, signed, len(signed), None))
-        deadline = time.monotonic() + PHASE_LIMIT
-        while manifest_count(out) < len(signed) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        end = time.perf_counter()
+        listening = time.perf_counter()
+        got = asyncio.run(deliver(srv.url, signed, n, None))
+        end = wait_lines(out, n)
+        cpu = cpu_seconds(srv.proc.pid)
         served_api = asyncio.run(metrics_value(srv.url, "rtk_export_api_requests"))
     finally:
         srv.stop()
     api1, dl1 = si.counts()
     done = manifest_count(out)
-    hook_cold = end - srv.started  # process start to the last manifest line, like the export
-    hook_warm = end - first  # serve listening (then /readyz, the deliveries) to the last line
+    print(f"  deliveries: {got}")
+    # Process start to the last manifest line, like the export's wall time; and from the
+    # "listening" line (then /readyz, the deliveries).
+    rows.append(["webhooks, from serve's start", done, end - srv.started, cpu, api1 - api0])
+    rows.append(["webhooks, from serve listening", done, end - listening, "", ""])
+    hook_rate = done / (end - srv.started)
+    # b) the same units already in the inbox (as serve keeps them) when serve starts: the
+    # drain alone, without receiving.
+    out = work / "drain"
+    prefill(out, signed, pairs)
+    srv = Serve(str(out), key, e, "--concurrency", "16")
+    try:
+        listening = time.perf_counter()
+        end = wait_lines(out, n)
+        cpu = cpu_seconds(srv.proc.pid)
+    finally:
+        srv.stop()
+    api2, dl2 = si.counts()
+    drained = manifest_count(out)
+    rows.append(
+        ["inbox drain alone, from serve's start", drained, end - srv.started, cpu, api2 - api1]
+    )
+    rows.append(["inbox drain alone, from serve listening", drained, end - listening, "", ""])
+    # c) the export of the same units, as a SESSIONS file.
     sessions = work / "s.txt"
     sessions.write_text("".join(f"{a} {s}\n" for a, s in pairs))
     m = run_measured(
         export_command(sessions, work / "export", si.url, "--concurrency", "16"), environ=e
     )
-    api2, dl2 = si.counts()
+    api3, dl3 = si.counts()
     if m.returncode != 0:
         print(f"  !! the export exited {m.returncode}: {m.stderr[-1000:]}")
     exp_done = manifest_count(work / "export")
     exp_rate = exp_done / m.wall
-    print(f"  deliveries: {got}")
+    rows.append(["SESSIONS export (process)", exp_done, m.wall, m.cpu, api3 - api2])
     print(
         table(
-            [
-                "source",
-                "units",
-                "seconds",
-                "units/s",
-                "API req (stand-in)",
-                "downloads",
-                "API (serve's metric)",
-            ],
-            [
-                [
-                    "webhooks, from serve's start",
-                    done,
-                    hook_cold,
-                    done / hook_cold,
-                    api1 - api0,
-                    dl1 - dl0,
-                    served_api,
-                ],
-                ["webhooks, from serve listening", done, hook_warm, done / hook_warm, "", "", ""],
-                [
-                    "SESSIONS export (process)",
-                    exp_done,
-                    m.wall,
-                    exp_rate,
-                    api2 - api1,
-                    dl2 - dl1,
-                    "",
-                ],
-            ],
+            ["source", "units", "seconds", "units/s", "CPU s", "API requests (stand-in)"],
+            [[r[0], r[1], r[2], r[1] / r[2], r[3], r[4]] for r in rows],
         )
     )
     print(
-        f"ratio webhooks / export: {done / hook_cold / exp_rate:.3f}x from serve's start, "
-        f"{done / hook_warm / exp_rate:.3f}x from serve listening; "
+        f"downloads (stand-in): webhooks {dl1 - dl0}, drain {dl2 - dl1}, export {dl3 - dl2}; "
+        f"serve's own metric of its API requests: {served_api:.0f}"
+    )
+    print(
+        f"ratio webhooks / export: {hook_rate / exp_rate:.3f}x (both from process start); "
         f"API requests serve made: {api1 - api0}; {load()}"
     )
+
+
+def wait_lines(out: Path, n: int) -> float:
+    """When `n` manifest lines are in `out` (or PHASE_LIMIT has passed)."""
+    deadline = time.monotonic() + PHASE_LIMIT
+    while manifest_count(out) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return time.perf_counter()
+
+
+def prefill(out: Path, signed: list[tuple[bytes, str]], pairs: list[tuple[str, str]]) -> None:
+    """The deliveries in a folder's inbox as serve keeps them (exporter.webhooks.inbox)."""
+    from exporter.webhooks.inbox import Item
+
+    root = out / INBOX
+    root.mkdir(parents=True)
+    for (raw, _), (app, _) in zip(signed, pairs, strict=True):
+        item = Item(str(uuid.uuid4()), time.time(), None, raw, app, "meeting.chatSynced")
+        (root / f"{item.delivery_id}.json").write_bytes(item.encode())
 
 
 def rss(
