@@ -66,3 +66,17 @@ def test_the_search_benchmark_runs_on_a_few_sessions() -> None:
     assert "index updated: 20 session(s) read" in out
     assert "rg -i / search" in out
     assert "index updated: 1 session(s) read, 0 removed" in out
+
+
+def test_the_serve_benchmark_runs_on_a_few_deliveries() -> None:
+    """bench.serve acknowledges every delivery it sends, keeps each one it acknowledged, and
+    exports webhook units without an API request."""
+    out = _bench(
+        "bench.serve",
+        *("--units", "20", "--ack-deliveries", "60", "--rss-deliveries", "100"),
+        *("--ceiling", "50"),
+    )
+    assert "!!" not in out  # every delivery acknowledged, every acknowledged one kept
+    assert "API requests serve made: 0;" in out
+    assert "ratio webhooks / export" in out
+    assert "VmHWM (peak) MB" in out
