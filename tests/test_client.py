@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from exporter.client import error_from_answer, link_from_answer
+from exporter.answers import error_from_answer, link_from_answer
 from exporter.errors import (
     AuthError,
     PermanentError,

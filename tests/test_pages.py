@@ -38,7 +38,7 @@ async def test_pages_are_followed_to_the_end_at_the_asked_size(standin, tmp_path
         pages, stats = await collect(server, tmp_path, per_page=5)
         queries = [r.query for r in server.state.records("api")]
     assert [p.number for p in pages] == [1, 2, 3]
-    assert [len(p.sessions) for p in pages] == [5, 5, 2]
+    assert [len(p.items) for p in pages] == [5, 5, 2]
     assert [(q["page_no"], q["per_page"]) for q in queries] == [("1", "5"), ("2", "5"), ("3", "5")]
     assert stats.api_requests == 3
 
@@ -71,4 +71,4 @@ async def test_a_short_first_page_repeated_means_it_held_everything(
     async with standin(sessions=sessions(2)) as server:
         server.script(server.api_path("app1"), *[CannedResponse(200, body=page)] * 3)
         pages, stats = await collect(server, tmp_path, per_page=5)
-    assert [len(p.sessions) for p in pages] == [2] and stats.api_requests == 2
+    assert [len(p.items) for p in pages] == [2] and stats.api_requests == 2
