@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from exporter.addresses import address_problem, http_address_problem, link_problem, parse_ip
-from exporter.archive import disk_error
+from exporter.archive import write_error
 from exporter.config import Settings
 from exporter.errors import PermanentError, Refused, TooLarge, TransientError, transient_status
 from exporter.http import no_hidden_retries, parse_retry_after, transport_errors
@@ -139,7 +139,7 @@ class UntrustedFetcher:
                         if size > limit:
                             raise TooLarge(f"attachment is over the {limit} bytes allowed")
                         digest.update(chunk)
-                        await self._write(spool, chunk)
+                        await self._write(spool, chunk, rel)
                 if resp.content_length is not None and size != resp.content_length:
                     raise TransientError(
                         f"attachment had {size} bytes, the server announced {resp.content_length}"
@@ -147,9 +147,7 @@ class UntrustedFetcher:
                 try:
                     await spool.place()
                 except OSError as exc:
-                    raise disk_error(exc, rel) or PermanentError(
-                        f"cannot write {rel}: {exc.strerror}"
-                    ) from None
+                    raise write_error(exc, rel) from None
                 placed = True
                 return Fetched(size, digest.hexdigest())
         finally:
@@ -157,13 +155,11 @@ class UntrustedFetcher:
                 spool.discard()
 
     @staticmethod
-    async def _write(spool: BodySpool, chunk: bytes) -> None:
+    async def _write(spool: BodySpool, chunk: bytes, rel: str) -> None:
         try:
             await spool.write(chunk)
         except OSError as exc:
-            raise disk_error(exc, "an attachment") or PermanentError(
-                f"cannot write an attachment: {exc.strerror}"
-            ) from None
+            raise write_error(exc, rel) from None
 
     async def _follow(self, url: str) -> aiohttp.ClientResponse:
         """The first answer that is not a redirect; each hop checked before it is asked."""
