@@ -25,7 +25,7 @@ from exporter.errors import (
     TransientError,
     transient_status,
 )
-from exporter.http import download_session, parse_retry_after, transport_errors
+from exporter.http import check_length, download_session, parse_retry_after, transport_errors
 from exporter.seam import Archive, BodySpool
 from exporter.urls import Link, download_url_problem
 
@@ -151,10 +151,7 @@ class Downloader:
                     digest.update(piece)
                     size += len(piece)
                     await spool.write(piece)
-            if announced is not None and received != announced:
-                raise IncompleteDownload(
-                    f"download had {received} bytes, the server announced {announced}"
-                )
+            check_length("download", received, announced)
             if decoder:
                 piece = decoder.finish()
                 digest.update(piece)

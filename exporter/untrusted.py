@@ -20,7 +20,7 @@ from exporter.addresses import address_problem, http_address_problem, link_probl
 from exporter.archive import write_error
 from exporter.config import Settings
 from exporter.errors import PermanentError, Refused, TooLarge, TransientError, transient_status
-from exporter.http import no_hidden_retries, parse_retry_after, transport_errors
+from exporter.http import check_length, no_hidden_retries, parse_retry_after, transport_errors
 
 if TYPE_CHECKING:
     from exporter.seam import Archive, BodySpool
@@ -140,10 +140,7 @@ class UntrustedFetcher:
                             raise TooLarge(f"attachment is over the {limit} bytes allowed")
                         digest.update(chunk)
                         await self._write(spool, chunk, rel)
-                if resp.content_length is not None and size != resp.content_length:
-                    raise TransientError(
-                        f"attachment had {size} bytes, the server announced {resp.content_length}"
-                    )
+                check_length("attachment", size, resp.content_length)
                 try:
                     await spool.place()
                 except OSError as exc:
