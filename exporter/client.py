@@ -202,7 +202,7 @@ class ApiClient:
     ) -> dict[str, Any]:
         """One session's details, breakout rooms included; retried as the policy says."""
         url = self.session_url(app_id, session_id)
-        state = state or Attempts(what=f"session {app_id}/{session_id}")
+        state = state if state is not None else Attempts(what=f"session {app_id}/{session_id}")
         return session_of(await self._retried(url, {"include_breakout_rooms": "true"}, state))
 
     def recordings_url(self, app_id: str, recording_id: str | None = None) -> str:
@@ -231,7 +231,8 @@ class ApiClient:
         listing: str = "sessions",
         state: Attempts | None = None,
     ) -> AsyncIterator[Page]:
-        """Every page of an app's listing (`LISTINGS`), each request retried, until the end.
+        """Every page of an app's listing (`LISTINGS`), each request retried, until the end;
+        `state`, if given, holds the attempts of every page (a recording unit's).
 
         The paging fields are optional: without them a short page is the last one, except a
         short first page, which may be a server capping per_page silently: page 2 tells (empty:
@@ -240,11 +241,12 @@ class ApiClient:
         was short and so held everything.
         """
         url = self.recordings_url(app_id) if listing == "recordings" else self.sessions_url(app_id)
-        read, state = LISTINGS[listing], state or Attempts(what=f"listing {app_id}")
-        seen, previous, page_size = 0, None, per_page
+        read, seen, previous, page_size = LISTINGS[listing], 0, None, per_page
         for page_no in range(1, MAX_PAGES + 1):
             params = {**query, "per_page": str(per_page), "page_no": str(page_no)}
-            items, total = read(await self._retried(url, params, state))
+            # Each page its own attempts, unless a unit's state is given to count them all.
+            attempts = state if state is not None else Attempts(what=f"listing {app_id}")
+            items, total = read(await self._retried(url, params, attempts))
             ids = [s.get("id") if isinstance(s, dict) else None for s in items]
             if ids and ids == previous:
                 if total is None and page_no == 2 and page_size < per_page:

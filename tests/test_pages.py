@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.client import ApiClient, Page
+from exporter.config import RetryPolicy
 from exporter.errors import PermanentError
 from exporter.ratelimit import Pacer
 from exporter.standin import CannedResponse, SessionSpec, StandinServer
@@ -72,3 +73,30 @@ async def test_a_short_first_page_repeated_means_it_held_everything(
         server.script(server.api_path("app1"), *[CannedResponse(200, body=page)] * 3)
         pages, stats = await collect(server, tmp_path, per_page=5)
     assert [len(p.items) for p in pages] == [2] and stats.api_requests == 2
+
+
+async def test_each_page_has_its_own_attempts(standin, tmp_path: Path) -> None:
+    """A 503 before page 1 and another before page 2, with two attempts allowed per request:
+    both pages come (the failures of one page do not count against the next)."""
+    specs = sessions(4)
+
+    def page(part: tuple[SessionSpec, ...]) -> dict[str, object]:
+        data = {"sessions": [s.to_json("org") for s in part]}
+        return {"success": True, "paging": {"total_count": 4}, "data": data}
+
+    busy = CannedResponse(503, body={"success": False, "errors": [{"code": 1, "message": "x"}]})
+    async with standin(sessions=specs) as server:
+        server.script(
+            server.api_path("app1"),
+            busy,
+            CannedResponse(200, body=page(specs[:2])),
+            busy,
+            CannedResponse(200, body=page(specs[2:])),
+        )
+        settings = make_settings(server, tmp_path, retry=RetryPolicy.immediate(max_attempts=2))
+        got = []
+        async with ApiClient(settings, Pacer(settings.rate), Stats()) as api:
+            async for p in api.pages("app1", {}, per_page=2):
+                got.append([s["id"] for s in p.items])
+        assert len(server.state.records("api")) == 4
+    assert got == [["s000", "s001"], ["s002", "s003"]]
