@@ -139,15 +139,7 @@ def session_of(body: bytes) -> dict[str, Any]:
 
 def webhooks_of(body: bytes) -> list[dict[str, Any]]:
     """The webhooks in a listing answer (`data` a list; `data.webhooks` also read)."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        raise PermanentError("malformed webhook listing: not JSON", http_status=200) from None
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if isinstance(data, dict):
-        data = data.get("webhooks")
-    if not isinstance(data, list) or (isinstance(doc, dict) and doc.get("success") is False):
-        raise PermanentError("malformed webhook listing: no data list", http_status=200)
+    _, data = _listing(body, "webhooks", "webhook listing")
     return [w for w in data if isinstance(w, dict) and isinstance(w.get("id"), str)]
 
 
@@ -162,16 +154,23 @@ def webhook_of(body: bytes) -> dict[str, Any]:
 def recordings_page_of(body: bytes) -> tuple[list[Any], int | None]:
     """(recording objects, paging.total_count or None) of a recordings listing (`data` a
     plain list; `data.recordings` also read)."""
+    doc, data = _listing(body, "recordings", "recordings listing")
+    return [r for r in data if isinstance(r, dict)], _total_of(doc.get("paging"))
+
+
+def _listing(body: bytes, key: str, what: str) -> tuple[dict[str, Any], list[Any]]:
+    """(the answer, its `data` list) of a listing whose `data` is a plain list (`data.<key>`
+    in some versions of the schema); a PermanentError naming `what` otherwise."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise PermanentError("malformed recordings listing: not JSON", http_status=200) from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise PermanentError(f"malformed {what}: not JSON", http_status=200) from None
     data = doc.get("data") if isinstance(doc, dict) else None
-    if isinstance(data, dict) and isinstance(data.get("recordings"), list):
-        data = data["recordings"]  # a shape some versions of the schema use
-    if not isinstance(data, list) or (isinstance(doc, dict) and doc.get("success") is False):
-        raise PermanentError("malformed recordings listing: no data list", http_status=200)
-    return [r for r in data if isinstance(r, dict)], _total_of(doc.get("paging"))
+    if isinstance(data, dict):
+        data = data.get(key)
+    if not isinstance(data, list) or doc.get("success") is False:
+        raise PermanentError(f"malformed {what}: no data list", http_status=200)
+    return doc, data
 
 
 def _total_of(paging: object) -> int | None:
