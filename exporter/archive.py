@@ -17,7 +17,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
-from exporter.errors import DiskError
+from exporter.errors import DiskError, PermanentError
 
 OURS = ".rtk-export"  # every file of the program's own in DIR starts so
 TMP_PREFIX = f"{OURS}-"
@@ -205,8 +205,9 @@ def file_matches(path: Path | str, size: object, sha256: object) -> bool:
     return digest.hexdigest() == sha256
 
 
-def disk_error(exc: OSError, path: str | Path) -> DiskError | None:
-    """The DiskError (stop the run) that an OSError of a write means, or None."""
+def write_error(exc: OSError, name: str | Path) -> DiskError | PermanentError:
+    """What an OSError of writing `name` means: the disk's (a DiskError, the run stops: every
+    other unit would fail alike) or this unit's alone (a PermanentError); both name the file."""
     if exc.errno in _DISK_ERRNOS:
-        return DiskError(f"cannot write {path}: {os.strerror(exc.errno or 0)}")
-    return None
+        return DiskError(f"cannot write {name}: {os.strerror(exc.errno or 0)}")
+    return PermanentError(f"cannot write {name}: {exc.strerror or exc}")

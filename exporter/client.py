@@ -1,16 +1,15 @@
-"""The RealtimeKit API: URLs, the token's session, pacing, envelopes, and pages.
+"""The RealtimeKit API: URLs, the token's session, pacing, and pages.
 
-Every request is paced by the shared Pacer and counted; every answer goes through one envelope
-check and one error mapping. Listing pages come as an async iterator that knows the paging
-quirks of the servers seen (a page_no ignored, a per_page capped without a word).
+Every request is paced by the shared Pacer and counted; every answer goes through the one
+envelope check and error mapping of `exporter.answers`. Listing pages (sessions, recordings)
+come as an async iterator that knows the paging quirks of the servers seen (a page_no
+ignored, a per_page capped without a word).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -18,23 +17,19 @@ from urllib.parse import quote
 
 import aiohttp
 
+from exporter.answers import (
+    envelope,
+    error_from_answer,
+    link_from_answer,
+    page_of,
+    recordings_page_of,
+    session_of,
+    webhook_of,
+    webhooks_of,
+)
 from exporter.config import Settings
-from exporter.errors import (
-    AuthError,
-    ExportError,
-    PermanentError,
-    RateLimited,
-    TransientError,
-    Unavailable,
-    transient_status,
-)
-from exporter.http import (
-    api_session,
-    parse_expiry,
-    parse_retry_after,
-    read_capped,
-    transport_errors,
-)
+from exporter.errors import ExportError, PermanentError, RateLimited, Unavailable
+from exporter.http import api_session, read_capped, transport_errors
 from exporter.ratelimit import Pacer
 from exporter.retry import Attempts, RetryHook, with_retries
 from exporter.stats import Stats
@@ -50,152 +45,17 @@ MAX_API_BODY = 1 << 20
 PER_PAGE = 100
 MAX_PAGES = 100_000  # a server that never stops paging must not keep a run going for ever
 
-# Where each kind's answer names its URL and expiry (the API is not consistent about it).
-LINK_KEYS = {
-    "chat": ("chat_download_url", "chat_download_url_expiry"),
-    "transcript": ("transcript_download_url", "transcript_download_url_expiry"),
-    "summary": ("summaryDownloadUrl", "summaryDownloadUrlExpiry"),
+# The listings `pages()` walks: each one's answer read as (items, total_count or None).
+LISTINGS: dict[str, Callable[[bytes], tuple[list[Any], int | None]]] = {
+    "sessions": page_of,
+    "recordings": recordings_page_of,
 }
-_ALT_KEYS = {  # spellings seen in webhooks and other versions of the schema
-    "summary": ("summary_download_url", "summary_download_url_expiry"),
-    "transcript": ("transcriptDownloadUrl", "transcriptDownloadUrlExpiry"),
-    "chat": ("chatDownloadUrl", "chatDownloadUrlExpiry"),
-}
-
-# Cloudflare codes and wording that mean the token itself is refused (not just one resource).
-_AUTH_CODES = {9103, 9106, 9109, 10000, 10001}
-_AUTH_WORDS = re.compile(
-    r"authenticat|authoriz|permission|access token|invalid token|api token", re.IGNORECASE
-)
-
-
-def error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> ExportError:
-    """Map an API answer that is not a success to the error tree.
-
-    Both envelopes are read: Cloudflare's v4 `{"errors": [{code, message}]}` and RealtimeKit's
-    `{"error": {code, message}}`; anything else (an HTML page from a proxy) by status alone.
-    """
-    code, message = _envelope_error(body)
-    text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
-    retry_after = parse_retry_after(headers)
-    if status == 401 or (status == 403 and (code in _AUTH_CODES or _AUTH_WORDS.search(message))):
-        return AuthError(f"the API token was refused ({text})", http_status=status)
-    if status == 429:
-        return RateLimited(text, http_status=status, retry_after=retry_after)
-    if transient_status(status):  # 429 is taken above: it pauses every request
-        return TransientError(text, http_status=status, retry_after=retry_after)
-    if 300 <= status < 400:
-        return PermanentError(
-            f"HTTP {status}: the API answered with a redirect, not followed", http_status=status
-        )
-    return PermanentError(text, http_status=status)
-
-
-def _envelope_error(body: bytes) -> tuple[int | None, str]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit
-        return None, ""
-    if not isinstance(doc, dict):
-        return None, ""
-    candidates: list[Any] = []
-    if isinstance(doc.get("errors"), list):
-        candidates.extend(doc["errors"])
-    if isinstance(doc.get("error"), dict):
-        candidates.append(doc["error"])
-    elif isinstance(doc.get("error"), str):
-        candidates.append({"message": doc["error"]})
-    for err in candidates:
-        if isinstance(err, dict):
-            code = err.get("code")
-            msg = str(err.get("message") or "")[:300]
-            return (code if isinstance(code, int) else None), msg
-    return None, ""
-
-
-def envelope(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the answer, its `data` object) of a 2xx answer; a PermanentError saying what is wrong
-    otherwise. The one check of every answer's envelope."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise PermanentError("malformed API answer: not JSON", http_status=200) from None
-    if not isinstance(doc, dict):
-        raise PermanentError("malformed API answer: not a JSON object", http_status=200)
-    if doc.get("success") is False:
-        _, message = _envelope_error(body)
-        raise PermanentError(
-            f"API answered success:false: {message or 'no message'}", http_status=200
-        )
-    data = doc.get("data")
-    if not isinstance(data, dict):
-        raise PermanentError("malformed API answer: no 'data' object", http_status=200)
-    return doc, data
-
-
-def link_from_answer(kind: str, body: bytes) -> Link:
-    """The URL and expiry in a 200 answer, or a PermanentError saying what is wrong with it."""
-    _, data = envelope(body)
-    if isinstance(data.get("data"), dict):
-        data = data["data"]
-    url_key, expiry_key = LINK_KEYS[kind]
-    url, expiry = data.get(url_key), data.get(expiry_key)
-    if not url:
-        alt_url, alt_expiry = _ALT_KEYS[kind]
-        url, expiry = data.get(alt_url), data.get(alt_expiry)
-    if not isinstance(url, str) or not url:
-        raise PermanentError(f"API answer has no {url_key}", http_status=200)
-    return Link(url=url, expires_at=parse_expiry(expiry))
-
-
-def page_of(body: bytes) -> tuple[list[Any], int | None]:
-    """(sessions, paging.total_count or None) from a listing answer."""
-    doc, data = envelope(body)
-    sessions = data.get("sessions")
-    if not isinstance(sessions, list):
-        raise PermanentError("malformed listing: no data.sessions list", http_status=200)
-    paging = doc.get("paging") if isinstance(doc.get("paging"), dict) else data.get("paging")
-    total = paging.get("total_count") if isinstance(paging, dict) else None
-    ok = isinstance(total, int) and not isinstance(total, bool) and total >= 0
-    return sessions, total if ok else None
-
-
-def session_of(body: bytes) -> dict[str, Any]:
-    """The session in a session-details answer: `data`, or `data.session` (older schema)."""
-    _, data = envelope(body)
-    inner = data.get("session")
-    session = inner if isinstance(inner, dict) else data
-    if not isinstance(session.get("id"), str):
-        raise PermanentError("malformed session details: no session id", http_status=200)
-    return session
-
-
-def webhooks_of(body: bytes) -> list[dict[str, Any]]:
-    """The webhooks in a listing answer (`data` a list; `data.webhooks` also read)."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        raise PermanentError("malformed webhook listing: not JSON", http_status=200) from None
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if isinstance(data, dict):
-        data = data.get("webhooks")
-    if not isinstance(data, list) or (isinstance(doc, dict) and doc.get("success") is False):
-        raise PermanentError("malformed webhook listing: no data list", http_status=200)
-    return [w for w in data if isinstance(w, dict) and isinstance(w.get("id"), str)]
-
-
-def webhook_of(body: bytes) -> dict[str, Any]:
-    """The webhook in a create, read or update answer."""
-    _, data = envelope(body)
-    if not isinstance(data.get("id"), str) or not data["id"]:
-        raise PermanentError("malformed webhook answer: no id", http_status=200)
-    return data
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     number: int
-    sessions: list[Any]
+    items: list[Any]  # sessions or recordings, as the listing gave them
 
 
 class ApiClient:
@@ -288,7 +148,8 @@ class ApiClient:
 
     async def list_webhooks(self, app_id: str) -> list[dict[str, Any]]:
         """The app's registered webhooks; the GET retried as the policy says."""
-        body = await self._retried(self.webhooks_url(app_id), {}, f"webhooks of {app_id}")
+        state = Attempts(what=f"webhooks of {app_id}")
+        body = await self._retried(self.webhooks_url(app_id), {}, state)
         return webhooks_of(body)
 
     async def create_webhook(self, app_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -336,26 +197,42 @@ class ApiClient:
         except ExportError as exc:
             raise self._without_token(exc) from None
 
-    async def get_session(self, app_id: str, session_id: str) -> dict[str, Any]:
+    async def get_session(
+        self, app_id: str, session_id: str, state: Attempts | None = None
+    ) -> dict[str, Any]:
         """One session's details, breakout rooms included; retried as the policy says."""
         url = self.session_url(app_id, session_id)
-        body = await self._retried(
-            url, {"include_breakout_rooms": "true"}, f"session {app_id}/{session_id}"
-        )
-        return session_of(body)
+        state = state if state is not None else Attempts(what=f"session {app_id}/{session_id}")
+        return session_of(await self._retried(url, {"include_breakout_rooms": "true"}, state))
 
-    async def _retried(self, url: str, params: Mapping[str, str], what: str) -> bytes:
-        return await with_retries(
-            lambda: self.get_body(url, params),
-            self._settings.retry,
-            Attempts(what=what),
-            self._on_retry,
-        )
+    def recordings_url(self, app_id: str, recording_id: str | None = None) -> str:
+        url = f"{self._prefix}/{quote(app_id, safe='')}/recordings"
+        return url if recording_id is None else f"{url}/{quote(recording_id, safe='')}"
+
+    async def get_recording(self, app_id: str, rid: str, state: Attempts) -> dict[str, Any]:
+        """One recording as it is now (`data`, or `data.recording`); retried."""
+        _, data = envelope(await self._retried(self.recordings_url(app_id, rid), {}, state))
+        inner = data.get("recording")
+        return inner if isinstance(inner, dict) else data
+
+    async def _retried(self, url: str, params: Mapping[str, str], state: Attempts) -> bytes:
+        async def attempt() -> bytes:
+            state.http += 1  # every request counts in the manifest's `attempts`
+            return await self.get_body(url, params)
+
+        return await with_retries(attempt, self._settings.retry, state, self._on_retry)
 
     async def pages(
-        self, app_id: str, query: Mapping[str, str], per_page: int = PER_PAGE
+        self,
+        app_id: str,
+        query: Mapping[str, str],
+        per_page: int = PER_PAGE,
+        *,
+        listing: str = "sessions",
+        state: Attempts | None = None,
     ) -> AsyncIterator[Page]:
-        """Every page of an app's session listing, each request retried, until the end.
+        """Every page of an app's listing (`LISTINGS`), each request retried, until the end;
+        `state`, if given, holds the attempts of every page (a recording unit's).
 
         The paging fields are optional: without them a short page is the last one, except a
         short first page, which may be a server capping per_page silently: page 2 tells (empty:
@@ -363,34 +240,37 @@ class ApiClient:
         before means the server ignores page_no: a PermanentError, not a loop, unless page 1
         was short and so held everything.
         """
-        url = self.sessions_url(app_id)
-        seen, previous, page_size = 0, None, per_page
+        url = self.recordings_url(app_id) if listing == "recordings" else self.sessions_url(app_id)
+        read, seen, previous, page_size = LISTINGS[listing], 0, None, per_page
         for page_no in range(1, MAX_PAGES + 1):
             params = {**query, "per_page": str(per_page), "page_no": str(page_no)}
-            sessions, total = page_of(await self._retried(url, params, f"listing {app_id}"))
-            ids = [s.get("id") if isinstance(s, dict) else None for s in sessions]
+            # Each page its own attempts, unless a unit's state is given to count them all.
+            attempts = state if state is not None else Attempts(what=f"listing {app_id}")
+            items, total = read(await self._retried(url, params, attempts))
+            ids = [s.get("id") if isinstance(s, dict) else None for s in items]
             if ids and ids == previous:
                 if total is None and page_no == 2 and page_size < per_page:
                     return  # page 1 was short, so it held everything: nothing is missing
                 raise PermanentError(
                     f"page {page_no} repeats page {page_no - 1}: the server "
-                    "seems to ignore page_no; later sessions may be missing"
+                    f"seems to ignore page_no; later {listing} may be missing"
                 )
-            if page_no == 2 and sessions and page_size < per_page:
+            if page_no == 2 and items and page_size < per_page:
                 log.info(
-                    "app %s: the server serves %d sessions a page, not %d",
+                    "app %s: the server serves %d %s a page, not %d",
                     app_id,
                     page_size,
+                    listing,
                     per_page,
                 )
             previous = ids
-            seen += len(sessions)
-            yield Page(page_no, sessions)
-            if not sessions or (total is not None and seen >= total):
+            seen += len(items)
+            yield Page(page_no, items)
+            if not items or (total is not None and seen >= total):
                 return
             if total is None:
-                if page_no == 1 and len(sessions) < per_page:
-                    page_size = len(sessions)
-                elif len(sessions) < page_size:
+                if page_no == 1 and len(items) < per_page:
+                    page_size = len(items)
+                elif len(items) < page_size:
                     return
-        raise PermanentError(f"more than {MAX_PAGES} pages of sessions: gave up")
+        raise PermanentError(f"more than {MAX_PAGES} pages of {listing}: gave up")

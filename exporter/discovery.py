@@ -150,7 +150,7 @@ class Discovery:
         }
         async for page in self._api.pages(app, query, per_page=self.s.per_page):
             report.pages += 1
-            for session in page.sessions:
+            for session in page.items:
                 report.listed += 1
                 if isinstance(session, dict) and self._in_window(session, report):
                     for pair in self._take(app, session, report):

@@ -16,7 +16,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from exporter.archive import disk_error
+from exporter.archive import write_error
 from exporter.config import Settings
 from exporter.errors import (
     IncompleteDownload,
@@ -25,7 +25,7 @@ from exporter.errors import (
     TransientError,
     transient_status,
 )
-from exporter.http import download_session, parse_retry_after, transport_errors
+from exporter.http import check_length, download_session, parse_retry_after, transport_errors
 from exporter.seam import Archive, BodySpool
 from exporter.urls import Link, download_url_problem
 
@@ -151,10 +151,7 @@ class Downloader:
                     digest.update(piece)
                     size += len(piece)
                     await spool.write(piece)
-            if announced is not None and received != announced:
-                raise IncompleteDownload(
-                    f"download had {received} bytes, the server announced {announced}"
-                )
+            check_length("download", received, announced)
             if decoder:
                 piece = decoder.finish()
                 digest.update(piece)
@@ -167,20 +164,14 @@ class Downloader:
             # and would otherwise be reported as a write failure and never retried.
             raise
         except OSError as exc:
-            raise self._write_error(exc, spool) from None
+            raise write_error(exc, spool.final) from None
         return Stored(size=size, sha256=digest.hexdigest())
 
     async def _place(self, spool: BodySpool) -> None:
         try:
             await spool.place()
         except OSError as exc:
-            raise self._write_error(exc, spool) from None
-
-    @staticmethod
-    def _write_error(exc: OSError, spool: BodySpool) -> Exception:
-        return disk_error(exc, spool.final) or PermanentError(
-            f"cannot write {spool.final.rsplit('/', 1)[-1]}: {exc.strerror}"
-        )
+            raise write_error(exc, spool.final) from None
 
 
 class _Decoder:

@@ -128,6 +128,13 @@ async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes | None
     return bytes(buf) if len(buf) <= limit else None
 
 
+def check_length(what: str, received: int, announced: int | None) -> None:
+    """A body of other than its announced Content-Length is an IncompleteDownload, in every
+    fetcher (aiohttp raises for most cut bodies; this holds for the rest)."""
+    if announced is not None and received != announced:
+        raise IncompleteDownload(f"{what} had {received} bytes, the server announced {announced}")
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
     seconds = _retry_after(headers, time.time() if now is None else now)

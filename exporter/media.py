@@ -74,7 +74,7 @@ class MediaExport:
         self._claim = claim  # True the first time a unit's key is seen in this run
         self._stats = stats  # units found here count in the progress total
         self._plan = plan
-        self._recordings = RecordingsApi(settings, api, on_retry)
+        self._recordings = RecordingsApi(api)
         self._recording_dl = RecordingDownload(archive, downloader)
         self.attachments = "attachment" in settings.kinds and not settings.dry_run
         self._queue: deque[Attachment] = deque()

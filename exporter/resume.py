@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from exporter import writer
-from exporter.archive import disk_error, partial_names, write_atomic
-from exporter.errors import IncompleteDownload, PermanentError, TransientError
+from exporter.archive import partial_names, write_atomic, write_error
+from exporter.errors import IncompleteDownload, TransientError
 from exporter.http import transport_errors
 from exporter.urls import Link
 
@@ -218,9 +218,7 @@ class RecordingDownload:
                     await pending
             except OSError as exc:  # the disk's, not the network's (those are mapped above)
                 await _settle(pending, partial)
-                raise disk_error(exc, path) or PermanentError(
-                    f"cannot write {os.path.basename(path)}: {exc.strerror}"
-                ) from None
+                raise write_error(exc, path) from None
             except BaseException:
                 await _settle(pending, partial)
                 raise
@@ -238,9 +236,7 @@ class RecordingDownload:
         try:
             await self._archive.adopt(path, rel, sha256)
         except OSError as exc:
-            raise disk_error(exc, rel) or PermanentError(
-                f"cannot place {rel}: {exc.strerror or exc}"
-            ) from None
+            raise write_error(exc, rel) from None
         await _on_disk(_forget, sidecar, sidecar)
 
     @staticmethod
@@ -297,10 +293,7 @@ async def _on_disk(func: Callable[..., T], *args: Any) -> T:
     try:
         return await anyio.to_thread.run_sync(func, *args)
     except OSError as exc:
-        name = os.path.basename(str(args[0]))
-        raise disk_error(exc, name) or PermanentError(
-            f"cannot write {name}: {exc.strerror or exc}"
-        ) from None
+        raise write_error(exc, os.path.basename(str(args[0]))) from None
 
 
 async def _settle(pending: asyncio.Future[None] | None, partial: _Partial) -> None:
@@ -319,9 +312,7 @@ def _keep(partial: _Partial) -> None:
     try:
         partial.close_keeping()
     except OSError as exc:
-        raise disk_error(exc, partial.path) or PermanentError(
-            f"cannot write {os.path.basename(partial.path)}: {exc.strerror}"
-        ) from None
+        raise write_error(exc, partial.path) from None
 
 
 def _forget(path: str, sidecar: str) -> None:

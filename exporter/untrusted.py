@@ -17,10 +17,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from exporter.addresses import address_problem, http_address_problem, link_problem, parse_ip
-from exporter.archive import disk_error
+from exporter.archive import write_error
 from exporter.config import Settings
 from exporter.errors import PermanentError, Refused, TooLarge, TransientError, transient_status
-from exporter.http import no_hidden_retries, parse_retry_after, transport_errors
+from exporter.http import check_length, no_hidden_retries, parse_retry_after, transport_errors
 
 if TYPE_CHECKING:
     from exporter.seam import Archive, BodySpool
@@ -139,17 +139,12 @@ class UntrustedFetcher:
                         if size > limit:
                             raise TooLarge(f"attachment is over the {limit} bytes allowed")
                         digest.update(chunk)
-                        await self._write(spool, chunk)
-                if resp.content_length is not None and size != resp.content_length:
-                    raise TransientError(
-                        f"attachment had {size} bytes, the server announced {resp.content_length}"
-                    )
+                        await self._write(spool, chunk, rel)
+                check_length("attachment", size, resp.content_length)
                 try:
                     await spool.place()
                 except OSError as exc:
-                    raise disk_error(exc, rel) or PermanentError(
-                        f"cannot write {rel}: {exc.strerror}"
-                    ) from None
+                    raise write_error(exc, rel) from None
                 placed = True
                 return Fetched(size, digest.hexdigest())
         finally:
@@ -157,13 +152,11 @@ class UntrustedFetcher:
                 spool.discard()
 
     @staticmethod
-    async def _write(spool: BodySpool, chunk: bytes) -> None:
+    async def _write(spool: BodySpool, chunk: bytes, rel: str) -> None:
         try:
             await spool.write(chunk)
         except OSError as exc:
-            raise disk_error(exc, "an attachment") or PermanentError(
-                f"cannot write an attachment: {exc.strerror}"
-            ) from None
+            raise write_error(exc, rel) from None
 
     async def _follow(self, url: str) -> aiohttp.ClientResponse:
         """The first answer that is not a redirect; each hop checked before it is asked."""

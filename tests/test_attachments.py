@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from exporter.attachments import iter_attachments
+from exporter.config import RetryPolicy
 from exporter.media_names import recorded_id
 from exporter.standin import CannedResponse, StandinServer
 from tests.helpers import export, leftovers, make_settings, manifest_lines, write_sessions
@@ -271,6 +272,44 @@ async def test_the_size_cap_holds_while_streaming(standin, tmp_path: Path) -> No
     assert lines["small"]["status"] == "exported" and lines["small"]["bytes"] == 8 * 65536
     kept = {p.name for p in (tmp_path / "out/app1/s1.attachments").iterdir()}
     assert kept == {"small"}
+
+
+async def test_a_body_shorter_than_announced_is_an_incomplete_download(
+    standin, tmp_path: Path
+) -> None:
+    """A host that announces 4,000 bytes, sends 1,000 and closes: the attachment is `failed`
+    with error.kind incomplete_download (as a chat or a recording cut short is), after the
+    retries the policy allows, and nothing is kept under its name."""
+    served: list[int] = []
+
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        served.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4000\r\nConnection: close\r\n\r\n")
+        writer.write(b"x" * 1000)
+        await writer.drain()
+        writer.close()
+
+    host = await asyncio.start_server(short, "127.0.0.1", 0)
+    port = host.sockets[0].getsockname()[1]
+    try:
+        async with standin() as server:
+            lines = await run_links(
+                server,
+                tmp_path,
+                [("cut", f"http://127.0.0.1:{port}/a.png")],
+                attachment_allow_hosts=LOCAL,
+                retry=RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0),
+            )
+    finally:
+        host.close()
+        await host.wait_closed()
+    assert lines["cut"]["status"] == "failed" and lines["cut"]["path"] is None
+    assert lines["cut"]["error"]["kind"] == "incomplete_download"  # type: ignore[index]
+    assert len(served) == 2 and lines["cut"]["attempts"] == 2
+    assert not (tmp_path / "out/app1/s1.attachments").exists() or not any(
+        (tmp_path / "out/app1/s1.attachments").iterdir()
+    )
 
 
 async def test_no_cookie_travels_between_links(standin, tmp_path: Path) -> None:

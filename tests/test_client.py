@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from exporter.client import error_from_answer, link_from_answer
+from exporter.answers import error_from_answer, link_from_answer, recordings_page_of, webhooks_of
 from exporter.errors import (
     AuthError,
     PermanentError,
@@ -165,6 +165,41 @@ def test_malformed_answers_are_permanent_and_say_why(body: bytes, words: str) ->
     """A 200 that is not a usable answer is a permanent error naming what is wrong."""
     with pytest.raises(PermanentError, match=words):
         link_from_answer("chat", body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"success": true, "data": [{"id": "a"}, 7, {"id": "b"}], "paging": {"total_count": 9}}',
+        b'{"success": true, "data": {"recordings": [{"id": "a"}, {"id": "b"}]}, '
+        b'"paging": {"total_count": 9}}',
+    ],
+)
+def test_a_recordings_listing_is_read_as_a_plain_list_or_under_data_recordings(
+    body: bytes,
+) -> None:
+    """Either shape gives the recording objects (anything else in the list dropped) and the
+    paging total."""
+    items, total = recordings_page_of(body)
+    assert [r["id"] for r in items] == ["a", "b"] and total == 9
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"<html>502</html>", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1]", "no data list"),
+        (b'{"success": true, "data": {}}', "no data list"),
+        (b'{"success": false, "data": []}', "no data list"),
+    ],
+)
+def test_malformed_lists_are_permanent_and_name_the_listing(body: bytes, words: str) -> None:
+    """The recordings and the webhook listing share one reading: each names itself."""
+    with pytest.raises(PermanentError, match=f"malformed recordings listing: {words}"):
+        recordings_page_of(body)
+    with pytest.raises(PermanentError, match=f"malformed webhook listing: {words}"):
+        webhooks_of(body)
 
 
 def test_unparseable_expiry_is_unknown_not_an_error() -> None:

@@ -1,5 +1,6 @@
-"""The aiohttp boundary: one mapping of transport failures to the error tree, and the switch
-that turns off aiohttp's silent re-send, which must fail loudly where it is missing."""
+"""The aiohttp boundary: one mapping of transport failures to the error tree, one check of a
+body's announced length, and the switch that turns off aiohttp's silent re-send, which must
+fail loudly where it is missing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from exporter.errors import IncompleteDownload, TransientError
 from exporter.http import (
     HiddenRetriesNotDisabled,
     api_session,
+    check_length,
     download_session,
     no_hidden_retries,
     transport_errors,
@@ -53,6 +55,28 @@ def test_other_exceptions_pass_through_untouched() -> None:
     """A bug is not a transport failure: it is not turned into a retried error."""
     with pytest.raises(KeyError), transport_errors("API request failed"):
         raise KeyError("bug")
+
+
+@pytest.mark.parametrize(("received", "announced"), [(1000, 4000), (0, 1), (4001, 4000)])
+def test_a_body_of_other_than_its_announced_length_is_an_incomplete_download(
+    received: int, announced: int
+) -> None:
+    """Shorter or longer than Content-Length: an IncompleteDownload (retried, kind
+    incomplete_download) whichever fetcher read it, the message saying both numbers."""
+    with pytest.raises(IncompleteDownload) as caught:
+        check_length("attachment", received, announced)
+    assert type(caught.value) is IncompleteDownload
+    assert caught.value.message == (
+        f"attachment had {received} bytes, the server announced {announced}"
+    )
+
+
+@pytest.mark.parametrize(("received", "announced"), [(4000, 4000), (0, 0), (123, None)])
+def test_a_body_of_its_announced_length_or_with_none_announced_passes(
+    received: int, announced: int | None
+) -> None:
+    """As announced, or no Content-Length to hold it to (a chunked body): no error."""
+    check_length("download", received, announced)
 
 
 async def test_real_sessions_have_the_silent_resend_turned_off() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.client import ApiClient, Page
+from exporter.config import RetryPolicy
 from exporter.errors import PermanentError
 from exporter.ratelimit import Pacer
 from exporter.standin import CannedResponse, SessionSpec, StandinServer
@@ -38,7 +39,7 @@ async def test_pages_are_followed_to_the_end_at_the_asked_size(standin, tmp_path
         pages, stats = await collect(server, tmp_path, per_page=5)
         queries = [r.query for r in server.state.records("api")]
     assert [p.number for p in pages] == [1, 2, 3]
-    assert [len(p.sessions) for p in pages] == [5, 5, 2]
+    assert [len(p.items) for p in pages] == [5, 5, 2]
     assert [(q["page_no"], q["per_page"]) for q in queries] == [("1", "5"), ("2", "5"), ("3", "5")]
     assert stats.api_requests == 3
 
@@ -71,4 +72,31 @@ async def test_a_short_first_page_repeated_means_it_held_everything(
     async with standin(sessions=sessions(2)) as server:
         server.script(server.api_path("app1"), *[CannedResponse(200, body=page)] * 3)
         pages, stats = await collect(server, tmp_path, per_page=5)
-    assert [len(p.sessions) for p in pages] == [2] and stats.api_requests == 2
+    assert [len(p.items) for p in pages] == [2] and stats.api_requests == 2
+
+
+async def test_each_page_has_its_own_attempts(standin, tmp_path: Path) -> None:
+    """A 503 before page 1 and another before page 2, with two attempts allowed per request:
+    both pages come (the failures of one page do not count against the next)."""
+    specs = sessions(4)
+
+    def page(part: tuple[SessionSpec, ...]) -> dict[str, object]:
+        data = {"sessions": [s.to_json("org") for s in part]}
+        return {"success": True, "paging": {"total_count": 4}, "data": data}
+
+    busy = CannedResponse(503, body={"success": False, "errors": [{"code": 1, "message": "x"}]})
+    async with standin(sessions=specs) as server:
+        server.script(
+            server.api_path("app1"),
+            busy,
+            CannedResponse(200, body=page(specs[:2])),
+            busy,
+            CannedResponse(200, body=page(specs[2:])),
+        )
+        settings = make_settings(server, tmp_path, retry=RetryPolicy.immediate(max_attempts=2))
+        got = []
+        async with ApiClient(settings, Pacer(settings.rate), Stats()) as api:
+            async for p in api.pages("app1", {}, per_page=2):
+                got.append([s["id"] for s in p.items])
+        assert len(server.state.records("api")) == 4
+    assert got == [["s000", "s001"], ["s002", "s003"]]

@@ -109,6 +109,29 @@ async def test_an_odd_recording_id_never_names_a_file(standin, tmp_path: Path) -
     assert not (tmp_path / "x").exists()
 
 
+async def test_a_listing_that_repeats_its_page_is_the_clients_error_not_a_silent_end(
+    standin, tmp_path: Path
+) -> None:
+    """A recordings list whose page 2 repeats page 1 (total_count says more) is the API
+    client's repeated-page error, as for sessions: one `failed` line saying the server
+    ignores page_no, after two listing requests, and nothing taken from the page."""
+    listing = {
+        "success": True,
+        "data": [{"id": "r1", "status": "UPLOADED", "session_id": "s1"}],
+        "paging": {"total_count": 50, "start_offset": 0, "end_offset": 1},
+    }
+    async with standin() as server:
+        server.script("/app1/recordings", *[CannedResponse(body=listing)] * 3)
+        result = await export(settings_for(server, tmp_path))
+        listed = [r for r in server.state.records("api") if r.path.endswith("/recordings")]
+    (line,) = recording_lines(tmp_path / "out")
+    assert line["status"] == "failed" and line["recording_id"] is None
+    assert line["error"]["kind"] == "permanent"  # type: ignore[index]
+    assert "ignore page_no" in line["error"]["message"]  # type: ignore[index]
+    assert len(listed) == 2 and result.stats.counts == {"failed": 1}
+    assert server.state.records("recording") == []
+
+
 async def test_a_dropped_connection_resumes_with_range_on_a_fresh_url(
     standin, tmp_path: Path
 ) -> None:
