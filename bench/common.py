@@ -5,6 +5,7 @@ from __future__ import annotations
 import compileall
 import os
 import platform
+import select
 import shutil
 import signal
 import statistics
@@ -89,9 +90,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 class StandinProcess(str):
-    """The stand-in's base URL, and its pid (to read its CPU time)."""
+    """The stand-in's base URL, its pid (to read its CPU time) and its process."""
 
     pid: int
+    proc: subprocess.Popen[str]
+
+    def counts(self) -> tuple[int, int]:
+        """(API requests, download requests) the stand-in has answered so far (SIGUSR1)."""
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        if not ready:
+            raise SystemExit("the stand-in did not answer SIGUSR1")
+        api, downloads = self.proc.stdout.readline().split()
+        return int(api), int(downloads)
 
 
 @contextmanager
@@ -105,7 +117,7 @@ def standin_process(*args: str) -> Iterator[StandinProcess]:
         if not line.startswith("RTK_STANDIN_URL="):
             raise RuntimeError(f"stand-in did not start: {line!r}")
         url = StandinProcess(line.split("=", 1)[1])
-        url.pid = proc.pid
+        url.pid, url.proc = proc.pid, proc
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -21,7 +21,6 @@ import base64
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import statistics
@@ -30,9 +29,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +43,14 @@ from bench.common import (
     PY,
     ROOT,
     TOKEN,
+    StandinProcess,
     cpu_seconds,
     env,
     export_command,
     load,
     machine,
     run_measured,
+    standin_process,
     table,
 )
 from bench.s3 import _MOTO, BUCKET, storage_env
@@ -59,70 +59,6 @@ PHASE_LIMIT = 120.0  # seconds: no load loop sends for longer, whatever the mach
 ANSWER_LIMIT = 30.0  # seconds: the longest a delivery's answer is awaited
 RSS_LIMIT = 900.0  # seconds: the RSS phase as a whole
 INBOX = ".rtk-export-inbox"
-
-# The stand-in as bench.standin_proc runs it (nothing kept, pooled bodies), plus its request
-# counters on SIGUSR1 (one line "API DOWNLOADS" on stdout): the harness's own count of the API
-# requests serve made, not serve's word for it.
-_STANDIN = """
-import asyncio, signal, sys
-from bench.standin_proc import _Sink, _pool_bodies
-from exporter.standin.server import config_from_args, run_standin
-
-async def main():
-    config, host, port = config_from_args(sys.argv[1:])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_standin(config, host=host, port=port) as server:
-        server.state.requests = _Sink()
-        _pool_bodies(server.state.content)
-        c = server.state.counters
-        def counts():
-            sys.stdout.write(f"{c.api_requests} {c.downloads}\\n")
-            sys.stdout.flush()
-        loop.add_signal_handler(signal.SIGUSR1, counts)
-        sys.stdout.write(f"RTK_STANDIN_URL={server.base_url}\\n")
-        sys.stdout.flush()
-        await stop.wait()
-
-asyncio.run(main())
-"""
-
-
-class Standin:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
-        self.proc, self.url = proc, url
-
-    def counts(self) -> tuple[int, int]:
-        """(API requests, download requests) the stand-in has answered so far."""
-        assert self.proc.stdout is not None
-        self.proc.send_signal(signal.SIGUSR1)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        if not ready:
-            raise SystemExit("the stand-in did not answer SIGUSR1")
-        api, downloads = self.proc.stdout.readline().split()
-        return int(api), int(downloads)
-
-
-@contextmanager
-def standin() -> Iterator[Standin]:
-    cmd = [PY, "-c", _STANDIN, "--token", TOKEN, "--account-id", ACCOUNT]
-    cmd += ["--url-lifetime", "7200"]  # the URLs minted at the start outlive every phase
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("RTK_STANDIN_URL="):
-            raise SystemExit(f"stand-in did not start: {line!r}")
-        yield Standin(proc, line.split("=", 1)[1])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Key:
@@ -356,30 +292,15 @@ async def metrics_value(url: str, name: str) -> float:
 
 
 def fsync_ceiling(folder: Path, n: int, threads: int) -> float:
-    """Deliveries/s of the folder inbox's own write (temporary file, fsync, link, folder
-    fsync: exporter.webhooks.inbox._write_new's steps) from `threads` threads."""
+    """Deliveries/s of the folder inbox's own durable write (exporter.webhooks.inbox's, the
+    very function: temporary file, fsync, link, folder fsync) from `threads` threads."""
+    from exporter.webhooks.inbox import _write_new
+
     folder.mkdir(parents=True)
     data = b"x" * 600  # about a chatSynced item's size
-
-    def one(i: int) -> None:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.link(tmp, folder / f"{i}.json")
-        finally:
-            os.unlink(tmp)
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(n)))
+        list(pool.map(lambda i: _write_new(folder, f"{i}.json", data), range(n)))
     wall = time.perf_counter() - start
     shutil.rmtree(folder)
     return n / wall
@@ -512,7 +433,7 @@ def units(
     signed: list[tuple[bytes, str]],
     pairs: list[tuple[str, str]],
     e: dict[str, str],
-    si: Standin,
+    si: StandinProcess,
 ) -> None:
     print("\n2. units exported per second: webhooks against an unpaced SESSIONS export", flush=True)
     n = len(signed)
@@ -558,7 +479,7 @@ def units(
     sessions = work / "s.txt"
     sessions.write_text("".join(f"{a} {s}\n" for a, s in pairs))
     m = run_measured(
-        export_command(sessions, work / "export", si.url, "--concurrency", "16"), environ=e
+        export_command(sessions, work / "export", si, "--concurrency", "16"), environ=e
     )
     api3, dl3 = si.counts()
     if m.returncode != 0:
@@ -644,10 +565,10 @@ def main() -> None:
     moto = None
     endpoint = None
     try:
-        with standin() as si:
-            e = env(si.url)
+        with standin_process("--url-lifetime", "7200") as si:  # URLs outlive every phase
+            e = env(si)
             pairs = [(f"app{i % 20}", f"s-{i:06d}") for i in range(args.units)]
-            links = asyncio.run(mint(si.url, pairs))
+            links = asyncio.run(mint(si, pairs))
             bodies = [chat_synced(a, s, u, x) for (a, s), (u, x) in zip(pairs, links, strict=True)]
             # The signature covers the body alone: each is signed once, here, not in the loops.
             signed = [(raw, key.sign(raw)) for raw in bodies]

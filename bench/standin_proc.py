@@ -78,6 +78,13 @@ async def serve(argv: list[str]) -> None:
     async with run_standin(config, host=host, port=port) as server:
         server.state.requests = _Sink()
         _pool_bodies(server.state.content)
+        counters = server.state.counters
+
+        def counts() -> None:  # SIGUSR1: "API DOWNLOADS" on stdout, the harness's own count
+            sys.stdout.write(f"{counters.api_requests} {counters.downloads}\n")
+            sys.stdout.flush()
+
+        loop.add_signal_handler(signal.SIGUSR1, counts)
         sys.stdout.write(f"RTK_STANDIN_URL={server.base_url}\n")
         sys.stdout.flush()
         await stop.wait()

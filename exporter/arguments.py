@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from exporter.archive import MANIFEST_NAME
 from exporter.config import DEFAULT_BASE_URL, Rate, RetryPolicy, Settings, Timeouts, parse_include
@@ -171,7 +170,6 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def serve_options(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeOptions:
     from exporter.times import parse_span
-    from exporter.urls import private_transport
 
     host, port = parse_listen(args.listen)
     if args.webhook_public_key and args.webhook_key_url:
@@ -181,9 +179,10 @@ def serve_options(args: argparse.Namespace, environ: Mapping[str, str]) -> Serve
         raise ValueError(f"--webhook-public-key: no such file: {key_file}")
     key_url = None if key_file else (args.webhook_key_url or DEFAULT_KEY_URL)
     if key_url is not None:
-        url = urlsplit(key_url)
-        if not private_transport(url.scheme, url.hostname):
-            raise ValueError("--webhook-key-url must be https (or http to a loopback address)")
+        from exporter.webhooks.signature import key_url_problem  # serve loads it anyway
+
+        if problem := key_url_problem(key_url):
+            raise ValueError(f"--webhook-key-url: {problem}")
     try:
         grace = parse_span(args.shutdown_grace)
     except ValueError as exc:

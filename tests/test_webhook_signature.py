@@ -282,3 +282,20 @@ async def test_no_key_and_a_failing_key_url_on_check_is_an_error_not_false(
             await key.check(BODY, server.webhooks.signer.sign(BODY))
         clock.now += 60
         assert await key.check(BODY, server.webhooks.signer.sign(BODY))
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [("http://keys.example.invalid/k", False), ("http://127.0.0.1:9/k", True)],
+)
+def test_serve_refuses_a_key_url_by_the_same_rule(url: str, ok: bool, tmp_path: Path) -> None:
+    """`serve --webhook-key-url` is checked by key_url_problem, named after the option."""
+    from exporter.arguments import serve_options
+    from exporter.options import serve_parser
+
+    args = serve_parser().parse_args(["--out", str(tmp_path), "--webhook-key-url", url])
+    if ok:
+        assert serve_options(args, {}).key_url == url
+    else:
+        with pytest.raises(ValueError, match=r"^--webhook-key-url: the webhook key URL must be"):
+            serve_options(args, {})
